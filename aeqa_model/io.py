@@ -1,0 +1,79 @@
+"""File helpers shared by every stage: atomic writes and strict UTF-8 line reading.
+
+Every output of the pipeline is written to a temporary file in the same
+directory and renamed into place, so a killed job never leaves a file that
+looks finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+
+class InputError(RuntimeError):
+    """Bad user input (file, corpus, config): the message names what and what to do."""
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temporary sibling of ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    binary = "b" in mode
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else "\n") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> None:
+    """Write one line per item (no embedded newlines allowed), atomically."""
+    with atomic_open(path) as handle:
+        for line in lines:
+            handle.write(line)
+            handle.write("\n")
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, indent=2, ensure_ascii=False, sort_keys=False)
+        handle.write("\n")
+
+
+def read_json(path: str | os.PathLike):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Read a text file as strict UTF-8 lines without their line endings.
+
+    Invalid UTF-8 is an error that names the file and the line, never a silent
+    replacement that could shift a corpus.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line_no = data[: err.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line_no}: invalid UTF-8 ({err.reason}); fix or drop that line") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
