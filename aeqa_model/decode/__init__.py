@@ -1,0 +1,47 @@
+"""Decoding strategies, kept apart from the models.
+
+``generate(model, src, decoding, teacher=None, reference=None)`` dispatches on
+``decoding['strategy']`` and returns one list of token ids per source row (no
+specials). Strategies register themselves in STRATEGIES.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+STRATEGIES = {
+    "beam": "aeqa_model.decode.beam:beam_search",
+    "greedy": "aeqa_model.decode.beam:greedy",
+    "argmax": "aeqa_model.decode.nat:argmax_decode",
+    "npd": "aeqa_model.decode.nat:noisy_parallel_decode",
+    "aeqa_two_pass": "aeqa_model.decode.nat:argmax_decode",
+}
+
+
+def strategy_fn(name: str):
+    if name not in STRATEGIES:
+        raise KeyError(f"unknown decoding strategy {name!r}; known: {sorted(STRATEGIES)}")
+    module, fn = STRATEGIES[name].split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+@torch.no_grad()
+def generate(model, src: torch.Tensor, decoding: dict, teacher=None, reference: torch.Tensor | None = None):
+    options = {k: v for k, v in decoding.items() if k != "strategy"}
+    fn = strategy_fn(decoding["strategy"])
+    return fn(model, src, teacher=teacher, reference=reference, **options)
+
+
+def strip(tokens: torch.Tensor, pad: int, eos: int) -> list[list[int]]:
+    """Rows of ids -> lists without padding, cut at the first EOS."""
+    out = []
+    for row in tokens.tolist():
+        seq = []
+        for t in row:
+            if t == eos:
+                break
+            if t != pad:
+                seq.append(t)
+        out.append(seq)
+    return out

@@ -1,0 +1,112 @@
+"""Parallel corpus, token-count batching by length buckets, and collation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aeqa_model.data.dictionary import Dictionary
+from aeqa_model.data.indexed import IndexedCorpus
+from aeqa_model.io import InputError
+
+
+@dataclass
+class Batch:
+    """A padded batch. NAT models read ``target`` (no BOS/EOS); AT models read
+    ``prev_output`` (BOS + y) and ``target_eos`` (y + EOS)."""
+
+    ids: torch.Tensor          # (B,) sentence indices in the corpus
+    src: torch.Tensor          # (B, S) source + EOS, right-padded
+    src_lengths: torch.Tensor  # (B,)
+    target: torch.Tensor       # (B, T) y, right-padded
+    target_lengths: torch.Tensor
+    prev_output: torch.Tensor  # (B, T+1) BOS + y
+    target_eos: torch.Tensor   # (B, T+1) y + EOS
+
+    @property
+    def ntokens(self) -> int:
+        return int(self.target_lengths.sum())
+
+    def to(self, device) -> "Batch":
+        return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
+
+
+def _pad(seqs: list[np.ndarray], pad: int, prefix: int | None = None, suffix: int | None = None) -> torch.Tensor:
+    extra = (prefix is not None) + (suffix is not None)
+    width = max((len(s) for s in seqs), default=0) + extra
+    out = torch.full((len(seqs), max(width, 1)), pad, dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        body = list(seq)
+        if prefix is not None:
+            body = [prefix] + body
+        if suffix is not None:
+            body = body + [suffix]
+        out[row, : len(body)] = torch.as_tensor(body, dtype=torch.long)
+    return out
+
+
+def collate(ids: list[int], src: list[np.ndarray], tgt: list[np.ndarray], d: Dictionary) -> Batch:
+    return Batch(
+        ids=torch.as_tensor(ids, dtype=torch.long),
+        src=_pad(src, d.pad, suffix=d.eos),
+        src_lengths=torch.as_tensor([len(s) + 1 for s in src], dtype=torch.long),
+        target=_pad(tgt, d.pad),
+        target_lengths=torch.as_tensor([len(t) for t in tgt], dtype=torch.long),
+        prev_output=_pad(tgt, d.pad, prefix=d.bos),
+        target_eos=_pad(tgt, d.pad, suffix=d.eos),
+    )
+
+
+class ParallelCorpus:
+    """Source/target pair of IndexedCorpus files that must have the same number of lines."""
+
+    def __init__(self, src_prefix: str | Path, tgt_prefix: str | Path, dictionary: Dictionary,
+                 max_positions: int = 1024):
+        self.src = IndexedCorpus(src_prefix)
+        self.tgt = IndexedCorpus(tgt_prefix)
+        if len(self.src) != len(self.tgt):
+            raise InputError(f"{src_prefix} has {len(self.src)} sentences but {tgt_prefix} has "
+                             f"{len(self.tgt)}; rebuild both with the binarize rule")
+        self.dictionary = dictionary
+        self.max_positions = max_positions
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def batch(self, ids) -> Batch:
+        ids = [int(i) for i in ids]
+        cap = self.max_positions - 2
+        return collate(ids, [self.src[i][:cap] for i in ids], [self.tgt[i][:cap] for i in ids], self.dictionary)
+
+    def token_batches(self, max_tokens: int, shuffle: bool, seed: int = 0, epoch: int = 0,
+                      max_sentences: int | None = None) -> list[np.ndarray]:
+        """Group sentences of similar length so that (rows x longest side) <= max_tokens.
+
+        Sorting by length (ties broken by a seeded permutation) keeps padding low;
+        the batch order is shuffled per epoch with ``seed + epoch`` so a resumed
+        run sees exactly the same batches as an uninterrupted one.
+        """
+        n = len(self)
+        if n == 0:
+            return []
+        longest = np.maximum(self.src.sizes, self.tgt.sizes) + 2
+        rng = np.random.default_rng(seed + 1000003 * epoch)
+        tie = rng.permutation(n) if shuffle else np.arange(n)
+        order = np.lexsort((tie, longest))
+        batches, start = [], 0
+        while start < n:
+            end, width = start, 0
+            while end < n:
+                width_new = max(width, int(longest[order[end]]))
+                rows = end - start + 1
+                if rows > 1 and (rows * width_new > max_tokens or (max_sentences and rows > max_sentences)):
+                    break
+                width, end = width_new, end + 1
+            batches.append(order[start:end])
+            start = end
+        if shuffle:
+            perm = rng.permutation(len(batches))
+            batches = [batches[i] for i in perm]
+        return batches

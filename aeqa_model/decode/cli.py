@@ -1,0 +1,150 @@
+"""Entry point of the decode and distill rules: translate a binarized split.
+
+Writes the hypotheses as BPE text, BPE-removed tokenized text and detokenized
+text (in the source order), and optionally times batch-1 decoding of this
+model and of the AT reference in the same process (speed.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from aeqa_model.data.batching import ParallelCorpus
+from aeqa_model.decode import generate
+from aeqa_model.io import InputError, write_json, write_lines
+from aeqa_model.train.build import load_model
+from aeqa_model.train.trainer import pick_device
+
+
+def remove_bpe(line: str) -> str:
+    return (line + " ").replace("@@ ", "").rstrip()
+
+
+def shard_indices(n: int, shard: int, num_shards: int) -> np.ndarray:
+    """Contiguous shards so that gathering is a concatenation in order."""
+    bounds = np.linspace(0, n, num_shards + 1).astype(int)
+    return np.arange(bounds[shard], bounds[shard + 1])
+
+
+def translate(model, corpus: ParallelCorpus, indices: np.ndarray, decoding: dict, device, max_tokens: int,
+              teacher=None, desc="decode") -> list[list[int]]:
+    """Decode ``indices`` in length-sorted batches; returns hypotheses in the given order."""
+    lengths = corpus.src.sizes[indices]
+    order = indices[np.argsort(lengths, kind="stable")]
+    results: dict[int, list[int]] = {}
+    batch_ids: list[int] = []
+    width = 0
+    needs_reference = decoding.get("strategy") == "oracle"
+
+    def flush():
+        if not batch_ids:
+            return
+        batch = corpus.batch(batch_ids).to(device)
+        hyps = generate(model, batch.src, decoding, teacher=teacher,
+                        reference=batch.target if needs_reference else None)
+        for i, hyp in zip(batch_ids, hyps):
+            results[i] = hyp
+        bar.update(len(batch_ids))
+
+    with tqdm(total=len(indices), desc=desc, file=sys.stderr, mininterval=2.0) as bar:
+        for i in order:
+            size = int(corpus.src.sizes[i]) + 2
+            if batch_ids and max(width, size) * (len(batch_ids) + 1) > max_tokens:
+                flush()
+                batch_ids, width = [], 0
+            batch_ids.append(int(i))
+            width = max(width, size)
+        flush()
+    return [results[int(i)] for i in indices]
+
+
+def time_batch1(model, corpus, indices, decoding, device, warmup: int, teacher=None) -> dict:
+    """Mean wall-clock latency per sentence at batch size 1, after ``warmup`` sentences."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for i in indices[:warmup]:
+        generate(model, corpus.batch([int(i)]).src.to(device), decoding, teacher=teacher)
+    sync()
+    start = time.perf_counter()
+    for i in indices:
+        generate(model, corpus.batch([int(i)]).src.to(device), decoding, teacher=teacher)
+    sync()
+    return {"latency_ms_per_sentence": 1000.0 * (time.perf_counter() - start) / max(len(indices), 1)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--dict", required=True)
+    p.add_argument("--src-prefix", required=True)
+    p.add_argument("--tgt-prefix", required=True, help="reference ids (oracle decoding) and line count")
+    p.add_argument("--decoding", required=True, help="JSON decoding config")
+    p.add_argument("--teacher", default=None, help="AT model for NPD reranking")
+    p.add_argument("--tgt-lang", required=True)
+    p.add_argument("--out-bpe", default=None)
+    p.add_argument("--out-tok", required=True)
+    p.add_argument("--out-detok", default=None)
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--max-tokens", type=int, default=4000)
+    p.add_argument("--speed-out", default=None)
+    p.add_argument("--speed-reference", default=None, help="AT model timed with --speed-reference-decoding")
+    p.add_argument("--speed-reference-decoding", default='{"strategy": "beam", "beam": 4}')
+    p.add_argument("--speed-subset", type=int, default=50)
+    p.add_argument("--speed-warmup", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    try:
+        model = load_model(args.model, device)
+        teacher = load_model(args.teacher, device) if args.teacher else None
+        corpus = ParallelCorpus(args.src_prefix, args.tgt_prefix, model.dictionary)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    decoding = json.loads(args.decoding)
+    indices = shard_indices(len(corpus), args.shard, args.num_shards)
+    hyps = translate(model, corpus, indices, decoding, device, args.max_tokens, teacher=teacher,
+                     desc=f"decode {Path(args.out_tok).parent.name}")
+    bpe_lines = [model.dictionary.decode(h) for h in hyps]
+    tok_lines = [remove_bpe(line) for line in bpe_lines]
+    if args.out_bpe:
+        write_lines(args.out_bpe, bpe_lines)
+    if args.out_detok:
+        from aeqa_model.data.moses import detokenize
+        write_lines(args.out_detok, detokenize(tok_lines, args.tgt_lang))
+    if args.speed_out:
+        subset = np.arange(min(args.speed_subset, len(corpus)))
+        speed = time_batch1(model, corpus, subset, decoding, device, args.speed_warmup, teacher=teacher)
+        speed.update({"batch_size": 1, "n_sentences": len(subset), "warmup": args.speed_warmup,
+                      "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+                      "dtype": "float32", "threads": torch.get_num_threads(), "torch": torch.__version__})
+        if args.speed_reference:
+            reference = load_model(args.speed_reference, device)
+            ref_decoding = json.loads(args.speed_reference_decoding)
+            ref = time_batch1(reference, corpus, subset, ref_decoding, device, args.speed_warmup)
+            speed["at_latency_ms_per_sentence"] = ref["latency_ms_per_sentence"]
+            speed["at_decoding"] = ref_decoding
+            speed["speedup"] = ref["latency_ms_per_sentence"] / max(speed["latency_ms_per_sentence"], 1e-9)
+        write_json(args.speed_out, speed)
+    write_lines(args.out_tok, tok_lines)   # last: the rule's main output appears only when all is done
+    logging.info("decoded %d sentences -> %s", len(hyps), args.out_tok)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

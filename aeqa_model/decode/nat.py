@@ -1,0 +1,34 @@
+"""Fully non-autoregressive decoding: argmax at the predicted length, and NPD."""
+from __future__ import annotations
+
+import torch
+
+from aeqa_model.decode import strip
+
+
+@torch.no_grad()
+def argmax_decode(model, src, teacher=None, reference=None, length_beam: int = 1, **options):
+    """One pass at the predicted length (best of ``length_beam`` lengths by the model's own score)."""
+    return noisy_parallel_decode(model, src, teacher=None, candidates=length_beam, rerank="self", **options)
+
+
+@torch.no_grad()
+def noisy_parallel_decode(model, src, teacher=None, reference=None, candidates: int = 5,
+                          rerank: str = "teacher", **options):
+    """NPD (Gu et al. 2018): the ``candidates`` most likely lengths are decoded in one
+    batch and the best hypothesis is chosen by the AT teacher's teacher-forced score
+    (``rerank: teacher``) or by the model's own mean log-probability (``rerank: self``)."""
+    enc, enc_mask = model.encode(src)
+    bsz = src.size(0)
+    lengths = model.predict_lengths(enc, enc_mask, beam=candidates)            # (B, m)
+    m = lengths.size(1)
+    enc_rep = enc.repeat_interleave(m, dim=0)
+    mask_rep = enc_mask.repeat_interleave(m, dim=0)
+    tokens, score = model.forward_inference(enc_rep, mask_rep, lengths.reshape(-1), **options)
+    if m > 1 and rerank == "teacher":
+        if teacher is None:
+            raise ValueError("NPD with rerank=teacher needs the AT teacher checkpoint")
+        score = teacher.score(src.repeat_interleave(m, dim=0), tokens)
+    best = score.view(bsz, m).argmax(1)
+    chosen = tokens.view(bsz, m, -1)[torch.arange(bsz, device=src.device), best]
+    return strip(chosen, model.pad, model.dictionary.eos)

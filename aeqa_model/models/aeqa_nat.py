@@ -1,0 +1,182 @@
+"""AEQA-NAT (Sec. 2.2-2.5, App. A and C): NAT trained through a pre-aligned
+Semantic Quantization Space, with glancing over *quantized vectors*.
+
+Training (Eq. 7-13):
+    H_x = f_enc(X), H_y = f_enc(Y)  (one encoder, shared SQS for both languages)
+    H_m = softcopy(H_x) to the target length; decoder input z_q(H_m)
+    glancing: t positions take z_q(H_y)_j instead of z_q(H_m)_j   (Eq. 11)
+    L = L_NAT + eps * (L_ax + L_xy + L_ay) + delta * L_LEN          (Eq. 13)
+Inference (Eq. 15): one pass on z_q(H_m) (lambda_inf = 0), or a second pass in
+which the least confident positions take the quantized encoding of the first
+pass output (lambda_inf > 0, Table 3; see docs/method.md).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aeqa_model.models.base import LossTerm
+from aeqa_model.models.nat import VanillaNAT
+from aeqa_model.models.sqs import SemanticQuantizer
+
+
+def masked_mean(x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+    keep = (~pad_mask).unsqueeze(-1).to(x.dtype)
+    return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def masked_sq_error(a: torch.Tensor, b: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+    """||a - b||^2 per position averaged over non-padding positions and dimensions."""
+    err = (a.float() - b.float()).pow(2).mean(-1)
+    keep = (~pad_mask).float()
+    return (err * keep).sum() / keep.sum().clamp(min=1)
+
+
+def anneal(start: float, end: float, update: int, total: int) -> float:
+    """Linear annealing from ``start`` at update 0 to ``end`` at ``total`` (then constant)."""
+    if total <= 0:
+        return end
+    frac = min(max(update / total, 0.0), 1.0)
+    return start + (end - start) * frac
+
+
+def choose_glance_positions(scores: torch.Tensor, counts: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+    """Pick ``counts[b]`` random non-padding positions per row, vectorized.
+
+    ``scores`` are i.i.d. uniform noise; a position is chosen when its rank among
+    the row's real positions is below the count.
+    """
+    scores = scores.masked_fill(pad_mask, 2.0)
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    return (ranks < counts[:, None]) & ~pad_mask
+
+
+def aligned_reordering(target_embed: torch.Tensor, quantized: torch.Tensor, tgt_mask: torch.Tensor,
+                       in_mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 14 / Alg. 1: A = softmax(Y z_q(H_m)^T); position i takes input argmax_j A_ij.
+
+    target_embed (B, n, D), quantized (B, m, D); returns (B, n) indices into m.
+    """
+    scores = torch.bmm(target_embed.float(), quantized.float().transpose(1, 2))
+    scores = scores.masked_fill(in_mask[:, None, :], float("-inf"))
+    alignment = torch.softmax(scores, dim=-1)
+    return alignment.argmax(-1).masked_fill(tgt_mask, 0)
+
+
+class AEQANAT(VanillaNAT):
+    arch = "aeqa_nat"
+    default_decoding = "argmax"
+
+    def __init__(self, dictionary, cfg, options):
+        super().__init__(dictionary, cfg, options)
+        self.sqs = SemanticQuantizer(int(options.get("codebook_size", 2048)), cfg.embed_dim,
+                                     decay=float(options.get("ema_decay", 0.99)))
+        self.sqa_weight = float(options.get("sqa_weight", 0.25))            # epsilon, Eq. 13
+        self.glancing = options.get("glancing", "adaptive")                 # adaptive | uniform | none
+        self.lambda_start = float(options.get("lambda_start", 0.6))
+        self.lambda_end = float(options.get("lambda_end", 0.4))
+        self.anneal_updates = int(options.get("anneal_updates", options.get("max_updates", 300000)))
+        self.glance_loss = options.get("glance_loss", "all")                # all (Eq. 12) | unglanced
+        self.reordering = bool(options.get("reordering", False))
+        if self.reordering:
+            # Light pointer layer predicting the AR permutation from z_q(H_m) alone.
+            self.pointer_q = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+            self.pointer_k = nn.Linear(cfg.embed_dim, cfg.embed_dim)
+
+    # ---------------------------------------------------------------- SQS --
+    def load_pretrained_sqs(self, path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        book = state["codebook"]
+        if book.shape != self.sqs.codebook.shape:
+            raise ValueError(f"{path}: codebook {tuple(book.shape)} does not match the model's "
+                             f"{tuple(self.sqs.codebook.shape)}; pretrain_sqs K/width must equal the model's")
+        with torch.no_grad():
+            self.sqs.codebook.copy_(book)
+            self.sqs.ema_sum.copy_(book)
+
+    def glance_ratio(self, update: int) -> float:
+        return anneal(self.lambda_start, self.lambda_end, update, self.anneal_updates)
+
+    def pointer_logits(self, quantized, in_mask):
+        q = self.pointer_q(self.embed.add_positions(quantized))
+        k = self.pointer_k(quantized)
+        scores = torch.bmm(q, k.transpose(1, 2)) / math.sqrt(q.size(-1))
+        return scores.masked_fill(in_mask[:, None, :], float("-inf"))
+
+    @staticmethod
+    def gather_positions(x, index):
+        return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
+
+    # ------------------------------------------------------------- training --
+    def losses(self, batch, update: int):
+        target, tgt_lengths = batch.target, batch.target_lengths
+        enc, enc_mask = self.encode(batch.src)                                       # H_x
+        y_mask = target.eq(self.pad)
+        h_y = self.encoder.forward_embedded(self.embed(target), y_mask)              # H_y = f_enc(Y)
+        q_x = self.sqs(enc, enc_mask)                                                # Eq. 4
+        q_y = self.sqs(h_y, y_mask)                                                  # Eq. 5
+        h_m, tgt_mask = self.copy_inputs(enc, enc_mask, tgt_lengths)                 # softcopy
+        q_m = self.sqs(h_m, tgt_mask)
+        inputs = q_m.straight
+        terms: dict[str, LossTerm] = {}
+
+        if self.reordering:                                                          # Eq. 14
+            perm = aligned_reordering(self.embed.lookup(target), q_m.codes.detach(), tgt_mask, tgt_mask)
+            ptr = self.pointer_logits(q_m.codes.detach(), tgt_mask)
+            terms["pointer"] = LossTerm(F.cross_entropy(ptr.float()[~tgt_mask], perm[~tgt_mask]))
+            inputs = self.gather_positions(inputs, perm)
+
+        glanced = torch.zeros_like(tgt_mask)
+        ratio = self.glance_ratio(update)
+        if self.glancing != "none" and ratio > 0:                                    # Eq. 11
+            with torch.no_grad():
+                first, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
+                pred = first[-1].argmax(-1)
+                if self.glancing == "adaptive":
+                    base = (pred.ne(target) & ~tgt_mask).sum(1).float()                # Hamming(Y, Y^)
+                else:
+                    base = tgt_lengths.float()                                         # uniform: |Y|
+                counts = torch.floor(ratio * base).long()
+                glanced = choose_glance_positions(torch.rand(target.shape, device=target.device), counts, tgt_mask)
+            inputs = torch.where(glanced.unsqueeze(-1), q_y.straight.to(inputs.dtype), inputs)
+
+        layer_logits, last = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
+        loss_target = target.masked_fill(glanced, self.pad) if self.glance_loss == "unglanced" else target
+        terms["nat"] = self.translation_loss(layer_logits, loss_target)                # Eq. 12
+
+        l_ax = masked_sq_error(enc, q_x.codes.detach(), enc_mask)                      # Eq. 8
+        zbar_x = masked_mean(q_x.codes, enc_mask)                                      # grads reach e_k
+        zbar_y = masked_mean(q_y.codes, y_mask).detach()
+        l_xy = (zbar_x.float() - zbar_y.float()).pow(2).mean()                         # Eq. 9
+        l_ay = masked_sq_error(last, q_y.codes.detach(), tgt_mask)                     # Eq. 10
+        terms["sqa_ax"] = LossTerm(l_ax, self.sqa_weight)                              # Eq. 7 (x eps)
+        terms["sqa_xy"] = LossTerm(l_xy, self.sqa_weight)
+        terms["sqa_ay"] = LossTerm(l_ay, self.sqa_weight)
+        terms["length"] = LossTerm(self.length_loss(enc, enc_mask, tgt_lengths), self.length_weight)
+        return terms
+
+    # ------------------------------------------------------------ inference --
+    @torch.no_grad()
+    def forward_inference(self, enc, enc_mask, lengths, lambda_inf: float = 0.0, **_):
+        h_m, tgt_mask = self.copy_inputs(enc, enc_mask, lengths)
+        inputs = self.sqs(h_m, tgt_mask).codes
+        if self.reordering:
+            perm = self.pointer_logits(inputs, tgt_mask).argmax(-1).masked_fill(tgt_mask, 0)
+            inputs = self.gather_positions(inputs, perm)
+        layer_logits, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
+        tokens, score = self.pick(layer_logits[-1], tgt_mask)
+        if lambda_inf <= 0:
+            return tokens, score
+        # Two-pass reading of lambda_inf > 0 (spec §5): the round(lambda*m) least
+        # confident positions take the quantized encoding of the first-pass output.
+        conf = torch.log_softmax(layer_logits[-1].float(), -1).max(-1).values.masked_fill(tgt_mask, float("inf"))
+        counts = torch.round(lambda_inf * lengths.float()).long()
+        ranks = conf.argsort(1).argsort(1)
+        replace = (ranks < counts[:, None]) & ~tgt_mask
+        h_hyp = self.encoder.forward_embedded(self.embed(tokens), tgt_mask)
+        inputs = torch.where(replace.unsqueeze(-1), self.sqs(h_hyp, tgt_mask).codes, inputs)
+        layer_logits, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
+        return self.pick(layer_logits[-1], tgt_mask)

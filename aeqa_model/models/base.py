@@ -1,0 +1,72 @@
+"""What every model shares: named losses that one criterion sums, and construction."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aeqa_model.data.dictionary import Dictionary
+from aeqa_model.models.transformer import Encoder, TokenEmbedding, TransformerConfig
+
+
+@dataclass
+class LossTerm:
+    """One named loss: ``value`` is already averaged over its own units; ``weight``
+    is its factor in the total (e.g. delta=0.1 for the length loss, Eq. 13)."""
+
+    value: torch.Tensor
+    weight: float = 1.0
+
+
+def label_smoothed_ce(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
+                      ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean label-smoothed cross-entropy and mean NLL over non-ignored positions.
+
+    Smoothing spreads ``epsilon`` uniformly over the vocabulary (as fairseq's
+    label_smoothed_cross_entropy), computed in float32 for stability under AMP.
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)
+    keep = target.ne(ignore_index)
+    safe_target = target.masked_fill(~keep, 0)
+    nll = -logp.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1)
+    smooth = -logp.mean(dim=-1)
+    loss = (1.0 - epsilon) * nll + epsilon * smooth
+    count = keep.sum().clamp(min=1)
+    return (loss * keep).sum() / count, (nll * keep).sum() / count
+
+
+class Seq2SeqModel(nn.Module):
+    """Base class: a tied embedding, an encoder, and ``losses(batch, update)``."""
+
+    arch = "base"
+    default_decoding = "argmax"
+
+    def __init__(self, dictionary: Dictionary, cfg: TransformerConfig, options: dict):
+        super().__init__()
+        self.dictionary = dictionary
+        self.cfg = cfg
+        self.options = dict(options)
+        self.label_smoothing = float(options.get("label_smoothing", 0.1))
+        self.embed = TokenEmbedding(len(dictionary), cfg, dictionary.pad)
+        self.encoder = Encoder(self.embed, cfg)
+
+    @property
+    def pad(self) -> int:
+        return self.dictionary.pad
+
+    def encode(self, src: torch.Tensor):
+        return self.encoder(src)
+
+    def losses(self, batch, update: int) -> dict[str, LossTerm]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, batch, update: int) -> dict[str, tuple]:
+        """DDP entry point: the named losses as (value, weight) pairs of plain tensors."""
+        return {name: (term.value, term.weight) for name, term in self.losses(batch, update).items()}
+
+
+def total_loss(terms: dict[str, LossTerm]) -> torch.Tensor:
+    """The single criterion: the weighted sum of a model's named losses."""
+    return sum(term.weight * term.value for term in terms.values())

@@ -1,0 +1,148 @@
+"""Vanilla NAT (Gu et al. 2018): length prediction + softcopy decoder inputs.
+
+Subclasses (AEQA-NAT, GLAT, ...) reuse the length predictor, softcopy and the
+non-causal decoder; DSLP (layer-wise prediction) is an option of this class.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aeqa_model.models.base import LossTerm, Seq2SeqModel, label_smoothed_ce
+from aeqa_model.models.transformer import Decoder
+
+
+def softcopy_weights(src_mask: torch.Tensor, tgt_lengths: torch.Tensor, tgt_len: int,
+                     tau: float) -> torch.Tensor:
+    """Eq. 21 with positions rescaled to the target length (Wei et al. 2019):
+    ``w_ij = softmax_i(-|j - i*Ty/Tx| / tau)`` over the real source positions i.
+
+    src_mask: (B, S) True at padding (the source EOS counts as a position);
+    returns (B, T, S) weights whose rows sum to 1 over non-padding sources.
+    """
+    src_len = (~src_mask).sum(1).clamp(min=1).float()                       # Tx
+    i = torch.arange(src_mask.size(1), device=src_mask.device).float()      # source positions
+    j = torch.arange(tgt_len, device=src_mask.device).float()               # target positions
+    ratio = tgt_lengths.clamp(min=1).float() / src_len                      # Ty / Tx
+    dist = (j[None, :, None] - i[None, None, :] * ratio[:, None, None]).abs()
+    scores = (-dist / tau).masked_fill(src_mask[:, None, :], float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+class LengthPredictor(nn.Module):
+    """Classifies the offset ``|Y| - |X|`` from mean-pooled encoder states."""
+
+    def __init__(self, dim: int, max_offset: int = 64):
+        super().__init__()
+        self.max_offset = max_offset
+        self.proj = nn.Linear(dim, 2 * max_offset + 1)
+
+    def forward(self, enc, enc_mask):
+        keep = (~enc_mask).unsqueeze(-1).to(enc.dtype)
+        pooled = (enc * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return self.proj(pooled)
+
+    def offsets_to_class(self, offsets: torch.Tensor) -> torch.Tensor:
+        return offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset
+
+    def class_to_offsets(self, classes: torch.Tensor) -> torch.Tensor:
+        return classes - self.max_offset
+
+
+class VanillaNAT(Seq2SeqModel):
+    arch = "vanilla_nat"
+    default_decoding = "argmax"
+
+    def __init__(self, dictionary, cfg, options):
+        super().__init__(dictionary, cfg, options)
+        self.decoder = Decoder(cfg, causal=False)
+        self.length = LengthPredictor(cfg.embed_dim, int(options.get("max_length_offset", 64)))
+        self.length_weight = float(options.get("length_loss_weight", 0.1))   # delta, Eq. 13
+        self.softcopy_tau = float(options.get("softcopy_tau", 1.0))
+        self.copy = options.get("decoder_input", "softcopy")                 # softcopy | uniform
+        self.dslp = bool(options.get("dslp", False))
+        if self.dslp:
+            # DSLP: next layer input = W [h; emb(argmax)] (Huang et al. 2022a)
+            self.dslp_proj = nn.ModuleList(nn.Linear(2 * cfg.embed_dim, cfg.embed_dim)
+                                           for _ in range(cfg.decoder_layers - 1))
+
+    # ---------------------------------------------------------------- parts --
+    @staticmethod
+    def source_lengths(src_mask):
+        return (~src_mask).sum(1) - 1  # without EOS
+
+    def length_loss(self, enc, enc_mask, tgt_lengths):
+        logits = self.length(enc, enc_mask)
+        offsets = tgt_lengths - self.source_lengths(enc_mask)
+        return F.cross_entropy(logits.float(), self.length.offsets_to_class(offsets))
+
+    def predict_lengths(self, enc, enc_mask, beam: int = 1) -> torch.Tensor:
+        """(B, beam) candidate lengths, best first."""
+        logits = self.length(enc, enc_mask)
+        classes = logits.topk(beam, dim=-1).indices
+        return (self.length.class_to_offsets(classes) + self.source_lengths(enc_mask)[:, None]).clamp(min=1)
+
+    def copy_inputs(self, enc, enc_mask, tgt_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder inputs H_m of length max(tgt_lengths) and their padding mask."""
+        tgt_len = int(tgt_lengths.max().clamp(min=1))
+        tgt_mask = torch.arange(tgt_len, device=enc.device)[None, :] >= tgt_lengths[:, None]
+        if self.copy == "uniform":
+            src_len = self.source_lengths(enc_mask).clamp(min=1).float()
+            j = torch.arange(tgt_len, device=enc.device).float()
+            idx = torch.round(j[None] * src_len[:, None] / tgt_lengths.clamp(min=1)[:, None].float()).long()
+            idx = torch.minimum(idx, src_len.long()[:, None] - 1).clamp(min=0)
+            h = enc.gather(1, idx.unsqueeze(-1).expand(-1, -1, enc.size(-1)))
+        else:
+            w = softcopy_weights(enc_mask, tgt_lengths, tgt_len, self.softcopy_tau)
+            h = torch.bmm(w.to(enc.dtype), enc)
+        return h, tgt_mask
+
+    def run_decoder(self, inputs, tgt_mask, enc, enc_mask):
+        """Returns per-layer logits (DSLP) — the last entry is the model's prediction."""
+        x = self.embed.add_positions(inputs)
+        layer_logits = []
+
+        def hook(i, h):
+            logits = self.embed.logits(h)
+            layer_logits.append(logits)
+            pred = self.embed.lookup(logits.argmax(-1))
+            return self.dslp_proj[i](torch.cat([h, pred], dim=-1))
+
+        states = self.decoder(x, tgt_mask, enc, enc_mask, layer_hook=hook if self.dslp else None)
+        layer_logits.append(self.embed.logits(states[-1]))
+        return layer_logits, states[-1]
+
+    def decoder_inputs(self, enc, enc_mask, tgt_lengths):
+        return self.copy_inputs(enc, enc_mask, tgt_lengths)
+
+    # --------------------------------------------------------------- losses --
+    def translation_loss(self, layer_logits, target) -> LossTerm:
+        # Eq. 2; with DSLP the loss is averaged over all layers' predictions.
+        losses = [label_smoothed_ce(lg, target, self.label_smoothing, self.pad)[0] for lg in layer_logits]
+        return LossTerm(torch.stack(losses).mean())
+
+    def losses(self, batch, update: int):
+        enc, enc_mask = self.encode(batch.src)
+        inputs, tgt_mask = self.decoder_inputs(enc, enc_mask, batch.target_lengths)
+        layer_logits, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
+        return {"nat": self.translation_loss(layer_logits, batch.target),
+                "length": LossTerm(self.length_loss(enc, enc_mask, batch.target_lengths), self.length_weight)}
+
+    # ------------------------------------------------------------ inference --
+    @torch.no_grad()
+    def forward_inference(self, enc, enc_mask, lengths: torch.Tensor, **decode_options):
+        """One parallel pass for given lengths: returns (tokens (B,T), mean log-prob (B,))."""
+        inputs, tgt_mask = self.decoder_inputs(enc, enc_mask, lengths)
+        layer_logits, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
+        return self.pick(layer_logits[-1], tgt_mask)
+
+    def pick(self, logits, tgt_mask):
+        logp = torch.log_softmax(logits.float(), -1)
+        # Never emit specials (pad/bos/eos/unk/mask/blank) from a NAT output position.
+        logp[..., :6] = float("-inf")
+        best, tokens = logp.max(-1)
+        tokens = tokens.masked_fill(tgt_mask, self.pad)
+        keep = (~tgt_mask).float()
+        score = (best.masked_fill(tgt_mask, 0) * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return tokens, score

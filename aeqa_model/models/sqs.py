@@ -1,0 +1,112 @@
+"""Semantic Quantization Space (Sec. 2.3): a K x D codebook shared by both languages.
+
+* nearest-neighbour quantization z_q(h) = argmin_k ||h - e_k||  (Eq. 4-5),
+  vectorized as ||h||^2 - 2 h.e + ||e||^2 over all codes at once;
+* straight-through estimator: h + sg(z_q(h) - h) passes gradients to h;
+* EMA codebook update (Eq. 6) with Laplace-smoothed counts; dead codes are
+  re-seeded from the current batch; counts and sums are all-reduced across DDP
+  ranks so every rank keeps the same codebook.
+
+Interpretation of Eq. 6 (docs/method.md): the paper writes
+``e_k <- (gamma e_k + (1-gamma) w_k) / n_k``; read literally that divides the
+old code vector by a count. We use the standard VQ-VAE EMA it abbreviates:
+``m_k <- gamma m_k + (1-gamma) w_k`` and ``e_k = m_k / n_k``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Quantized:
+    indices: torch.Tensor   # (..., ) code index per vector
+    codes: torch.Tensor     # (..., D) e_k, differentiable w.r.t. the codebook
+    straight: torch.Tensor  # (..., D) h + sg(e_k - h): gradients reach h
+
+
+class SemanticQuantizer(nn.Module):
+    def __init__(self, num_codes: int, dim: int, decay: float = 0.99, epsilon: float = 1e-5,
+                 dead_threshold: float = 1e-3):
+        super().__init__()
+        self.num_codes, self.dim = num_codes, dim
+        self.decay, self.epsilon, self.dead_threshold = decay, epsilon, dead_threshold
+        self.codebook = nn.Parameter(torch.randn(num_codes, dim) * dim ** -0.5)
+        self.register_buffer("ema_count", torch.ones(num_codes))
+        self.register_buffer("ema_sum", self.codebook.detach().clone())
+        self.register_buffer("usage", torch.zeros(num_codes))
+
+    def nearest(self, h: torch.Tensor) -> torch.Tensor:
+        """Index of the closest code for every vector in ``h`` (..., D)."""
+        flat = h.reshape(-1, self.dim).float()
+        book = self.codebook.float()
+        dist2 = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ book.t() + book.pow(2).sum(1)[None, :]
+        return dist2.argmin(dim=1).view(h.shape[:-1])
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        return F.embedding(indices, self.codebook)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> Quantized:
+        """Quantize ``h``; ``mask`` (True at padding) excludes positions from the usage counts."""
+        indices = self.nearest(h.detach())
+        codes = self.lookup(indices).to(h.dtype)
+        straight = h + (codes - h).detach()
+        if self.training:
+            with torch.no_grad():
+                keep = torch.ones_like(indices, dtype=torch.bool) if mask is None else ~mask
+                self.usage += torch.bincount(indices[keep], minlength=self.num_codes).float()
+        return Quantized(indices, codes, straight)
+
+    @torch.no_grad()
+    def ema_update(self, h: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Eq. 6 over the non-padding vectors of a batch (synchronized across ranks)."""
+        keep = torch.ones_like(indices, dtype=torch.bool) if mask is None else ~mask
+        vecs, idx = h[keep].float(), indices[keep]
+        onehot = F.one_hot(idx, self.num_codes).float()                       # (N, K)
+        counts = onehot.sum(0)                                                # sum_i 1(z(h_i)=k)
+        sums = onehot.t() @ vecs                                              # w_k
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        # Laplace smoothing keeps unused codes from dividing by ~0.
+        total = self.ema_count.sum()
+        smoothed = (self.ema_count + self.epsilon) / (total + self.num_codes * self.epsilon) * total
+        self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
+        self._reseed_dead(vecs)
+
+    @torch.no_grad()
+    def _reseed_dead(self, vecs: torch.Tensor) -> None:
+        """Codes that no vector chose for a long time restart at random batch vectors."""
+        dead = self.ema_count < self.dead_threshold
+        n_dead = int(dead.sum())
+        if n_dead == 0 or len(vecs) == 0:
+            return
+        gen = torch.Generator(device="cpu").manual_seed(int(self.ema_count.numel() + n_dead))
+        pick = torch.randint(len(vecs), (n_dead,), generator=gen).to(vecs.device)
+        if dist.is_available() and dist.is_initialized():
+            chosen = vecs[pick].contiguous()
+            dist.broadcast(chosen, src=0)
+        else:
+            chosen = vecs[pick]
+        self.codebook.data[dead] = chosen.to(self.codebook.dtype)
+        self.ema_sum[dead] = chosen
+        self.ema_count[dead] = 1.0
+
+    def statistics(self) -> dict:
+        """Codebook usage since the last reset: codes used and perplexity exp(H(p))."""
+        total = float(self.usage.sum())
+        if total == 0:
+            return {"codes": self.num_codes, "used": 0, "perplexity": 0.0}
+        p = self.usage / total
+        entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+        return {"codes": self.num_codes, "used": int((self.usage > 0).sum()),
+                "perplexity": float(torch.tensor(entropy).exp())}
+
+    def reset_usage(self) -> None:
+        self.usage.zero_()

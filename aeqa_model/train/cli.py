@@ -1,0 +1,77 @@
+"""Entry point of the train rules: ``python -m aeqa_model.train.cli ...``.
+
+Exit code 0 when training finished and ``model.pt`` was written; 75 when it was
+interrupted by SIGUSR1/SIGTERM after writing a checkpoint (rerun to resume).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from aeqa_model.data.batching import ParallelCorpus
+from aeqa_model.data.dictionary import Dictionary
+from aeqa_model.io import InputError
+from aeqa_model.provenance import provenance
+from aeqa_model.train.trainer import Trainer, save_checkpoint
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model-spec", required=True, help="JSON: the model's config entry")
+    p.add_argument("--train-spec", required=True, help="JSON: the training section (+ model overrides)")
+    p.add_argument("--sizes", default="{}", help="JSON: config model_sizes")
+    p.add_argument("--dict", required=True)
+    p.add_argument("--train-src", required=True)
+    p.add_argument("--train-tgt", required=True)
+    p.add_argument("--valid-src", required=True)
+    p.add_argument("--valid-tgt", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--output", required=True, help="final model file (written last, atomically)")
+    p.add_argument("--sqs-init", default=None, help="pretrain_sqs output to initialize the codebook")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--config-sha256", default="")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    model_spec, train_spec = json.loads(args.model_spec), json.loads(args.train_spec)
+    try:
+        dictionary = Dictionary.load(args.dict)
+        train = ParallelCorpus(args.train_src, args.train_tgt, dictionary)
+        valid = ParallelCorpus(args.valid_src, args.valid_tgt, dictionary)
+        if args.sqs_init and not Path(args.sqs_init).exists():
+            raise InputError(f"{args.sqs_init}: SQS codebook not found; run pretrain_sqs first")
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    trainer = Trainer(model_spec, train_spec, dictionary, train, valid, args.out_dir, seed=args.seed,
+                      device=args.device, sizes=json.loads(args.sizes), sqs_init=args.sqs_init,
+                      log=logging.info)
+    code = trainer.train()
+    if code != 0:
+        return code
+    if trainer.rank == 0:
+        payload = trainer.final_model(train_spec.get("final", "average"), int(train_spec.get("average_last", 1)))
+        payload["provenance"] = provenance(seed=args.seed, device=str(trainer.device),
+                                           config_sha256=args.config_sha256)
+        payload["train_state"] = trainer.state.__dict__
+        save_checkpoint(Path(args.output), payload)
+        logging.info("wrote %s (%d updates, best valid loss %.4f)", args.output, trainer.state.update,
+                     trainer.state.best_valid)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

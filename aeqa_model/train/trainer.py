@@ -1,0 +1,308 @@
+"""One trainer for every model: token batches, accumulation, Adam + inverse-sqrt,
+AMP on GPU, DDP under torchrun, atomic resumable checkpoints and SLURM signals.
+
+Resumption is exact on CPU: a checkpoint holds the model, optimizer, RNG states
+and the data position (epoch, batch index), and batches are a pure function of
+(seed, epoch), so a killed-and-resumed run reaches the same weights bit for bit
+as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from aeqa_model.data.batching import ParallelCorpus
+from aeqa_model.data.dictionary import Dictionary
+from aeqa_model.io import atomic_open
+from aeqa_model.models.base import LossTerm, total_loss
+from aeqa_model.train.build import build_model, model_payload
+from aeqa_model.train.schedule import inverse_sqrt_lr
+
+RERUN_EXIT_CODE = 75  # EX_TEMPFAIL: "interrupted after a checkpoint, rerun me"
+
+
+@dataclass
+class TrainState:
+    update: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_valid: float = math.inf
+    history: list = field(default_factory=list)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """torch.save to a temp sibling + fsync + rename: never a half-written checkpoint."""
+    with atomic_open(path, "wb") as handle:
+        torch.save(payload, handle)
+
+
+class SignalFlag:
+    """Records SIGUSR1/SIGTERM (SLURM's warning before the time limit) so the loop can
+    checkpoint at the next update boundary instead of dying mid-step."""
+
+    def __init__(self):
+        self.received: int | None = None
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+
+def amp_dtype(setting: str, device: torch.device):
+    if device.type != "cuda" or setting in ("none", False, None):
+        return None
+    if setting == "fp16":
+        return torch.float16
+    return torch.bfloat16  # auto / bf16
+
+
+class Trainer:
+    def __init__(self, model_spec: dict, train_spec: dict, dictionary: Dictionary, train: ParallelCorpus,
+                 valid: ParallelCorpus | None, out_dir: str | Path, seed: int = 1, device: str = "auto",
+                 sizes: dict | None = None, sqs_init: str | None = None, log=print):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.spec = train_spec
+        self.seed = seed
+        self.log = log
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = pick_device(device)
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend)
+            if self.device.type == "cuda":
+                local = int(os.environ.get("LOCAL_RANK", "0"))
+                torch.cuda.set_device(local)
+                self.device = torch.device("cuda", local)
+        seed_everything(seed)
+        self.max_updates = int(train_spec["max_updates"])
+        options = {"label_smoothing": train_spec.get("label_smoothing", 0.1), "max_updates": self.max_updates}
+        self.model = build_model(model_spec, dictionary, sizes, options).to(self.device)
+        if sqs_init and hasattr(self.model, "load_pretrained_sqs"):
+            self.model.load_pretrained_sqs(sqs_init)
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=float(train_spec["lr"]),
+            betas=tuple(train_spec.get("adam_betas", (0.9, 0.98))), eps=float(train_spec.get("adam_eps", 1e-8)),
+            weight_decay=float(train_spec.get("weight_decay", 0.0)))
+        self.amp = amp_dtype(train_spec.get("amp", "auto"), self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.train_data, self.valid_data = train, valid
+        self.state = TrainState()
+        self.signals = SignalFlag()
+        self.csv_path = self.out_dir / "train_log.csv"
+
+    # ------------------------------------------------------------ checkpoints --
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "checkpoint_last.pt"
+
+    def checkpoint(self) -> dict:
+        return {"model": model_payload(self.model), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "state": self.state.__dict__, "rng": rng_state(),
+                "train_spec": self.spec, "seed": self.seed}
+
+    def save(self, tag: str) -> None:
+        if self.rank != 0:
+            return
+        payload = self.checkpoint()
+        save_checkpoint(self.last_path, payload)
+        if tag == "periodic":
+            keep = int(self.spec.get("keep_last", 3))
+            numbered = self.out_dir / f"checkpoint_{self.state.update}.pt"
+            save_checkpoint(numbered, {"model": payload["model"]})
+            olds = sorted(self.out_dir.glob("checkpoint_[0-9]*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+            for old in olds[:-keep]:
+                old.unlink(missing_ok=True)
+
+    def try_resume(self) -> bool:
+        if not self.last_path.exists():
+            return False
+        ckpt = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(ckpt["model"]["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = TrainState(**ckpt["state"])
+        set_rng_state(ckpt["rng"])
+        self.log(f"resumed from {self.last_path} at update {self.state.update} "
+                 f"(epoch {self.state.epoch}, batch {self.state.batch_in_epoch})")
+        return True
+
+    # ------------------------------------------------------------------ steps --
+    def _forward(self, batch, update):
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            if self.ddp is None:
+                return self.model.losses(batch, update)
+            # Through DDP's forward so its gradient hooks are armed; DDP only sees
+            # plain tensors, so the model's forward returns (value, weight) pairs.
+            pairs = self.ddp(batch, update)
+            return {name: LossTerm(value, weight) for name, (value, weight) in pairs.items()}
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        if self.valid_data is None or len(self.valid_data) == 0:
+            return float("nan")
+        self.model.eval()
+        total, weight = 0.0, 0
+        for ids in self.valid_data.token_batches(int(self.spec["max_tokens"]), shuffle=False):
+            batch = self.valid_data.batch(ids).to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                terms = self.model.losses(batch, self.state.update)
+            total += float(total_loss(terms)) * batch.ntokens
+            weight += batch.ntokens
+        self.model.train()
+        return total / max(weight, 1)
+
+    def _write_csv(self, row: dict) -> None:
+        if self.rank != 0:
+            return
+        new = not self.csv_path.exists()
+        with open(self.csv_path, "a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def train(self) -> int:
+        """Run until max_updates; returns 0, or RERUN_EXIT_CODE after a signal."""
+        from tqdm import tqdm
+
+        resumed = self.try_resume()
+        if not resumed and self.csv_path.exists():
+            self.csv_path.unlink()
+        self.model.train()
+        spec = self.spec
+        update_freq = int(spec.get("update_freq", 1))
+        validate_every = int(spec.get("validate_every", 1000))
+        save_every = int(spec.get("save_every", 1000))
+        clip = float(spec.get("clip_norm", 0.0))
+        bar = tqdm(total=self.max_updates, initial=self.state.update, disable=self.rank != 0,
+                   desc=f"train {self.out_dir.name}", dynamic_ncols=True, mininterval=2.0, file=sys.stderr)
+        started, tokens_seen = time.time(), 0
+        while self.state.update < self.max_updates:
+            batches = self.train_data.token_batches(int(spec["max_tokens"]), shuffle=True,
+                                                    seed=self.seed, epoch=self.state.epoch)
+            batches = batches[self.rank::self.world] if self.world > 1 else batches
+            # Each update consumes `update_freq` consecutive batches of this epoch.
+            while self.state.batch_in_epoch + update_freq <= len(batches) and self.state.update < self.max_updates:
+                group = batches[self.state.batch_in_epoch:self.state.batch_in_epoch + update_freq]
+                lr = inverse_sqrt_lr(self.state.update, float(spec["lr"]), int(spec.get("warmup_updates", 4000)),
+                                     float(spec.get("warmup_init_lr", 1e-7)))
+                for group_param in self.optimizer.param_groups:
+                    group_param["lr"] = lr
+                self.optimizer.zero_grad(set_to_none=True)
+                logged: dict[str, float] = {}
+                ntok = 0
+                for ids in group:
+                    batch = self.train_data.batch(ids).to(self.device)
+                    terms = self._forward(batch, self.state.update)
+                    loss = total_loss(terms) / len(group)
+                    self.scaler.scale(loss).backward()
+                    for name, term in terms.items():
+                        logged[name] = logged.get(name, 0.0) + float(term.value.detach()) / len(group)
+                    ntok += batch.ntokens
+                self.scaler.unscale_(self.optimizer)
+                gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf")))
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.state.update += 1
+                self.state.batch_in_epoch += update_freq
+                tokens_seen += ntok
+                loss_value = sum(logged.values())
+                elapsed = max(time.time() - started, 1e-6)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_seen / elapsed:.0f}",
+                                upd_s=f"{bar.n / elapsed if not resumed else 0:.1f}")
+                row = {"update": self.state.update, "epoch": self.state.epoch, "lr": lr, "loss": loss_value,
+                       "gnorm": gnorm, "tokens": ntok, **{f"loss_{k}": v for k, v in logged.items()}}
+                if self.state.update % validate_every == 0 or self.state.update == self.max_updates:
+                    valid = self.validate()
+                    row["valid_loss"] = valid
+                    if hasattr(self.model, "sqs"):
+                        stats = self.model.sqs.statistics()
+                        row["codes_used"], row["code_perplexity"] = stats["used"], stats["perplexity"]
+                        self.model.sqs.reset_usage()
+                    if valid < self.state.best_valid:
+                        self.state.best_valid = valid
+                        if self.rank == 0:
+                            save_checkpoint(self.out_dir / "checkpoint_best.pt", {"model": model_payload(self.model)})
+                    self.log(f"update {self.state.update}: train loss {loss_value:.4f}, valid loss {valid:.4f}")
+                self._write_csv(row)
+                if self.state.update % save_every == 0:
+                    self.save("periodic")
+                if self.signals.received is not None:
+                    self.save("signal")
+                    bar.close()
+                    self.log(f"received signal {self.signals.received}: checkpoint saved at update "
+                             f"{self.state.update}; exiting with {RERUN_EXIT_CODE} so the job is rerun")
+                    return RERUN_EXIT_CODE
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+        bar.close()
+        self.save("final")
+        return 0
+
+    def final_model(self, choice: str = "average", average_last: int = 1) -> dict:
+        """The weights to decode with: ``best`` (lowest valid loss), ``last``, or ``average``
+        of the last N periodic checkpoints (plus the final weights)."""
+        if choice == "best" and (self.out_dir / "checkpoint_best.pt").exists():
+            return torch.load(self.out_dir / "checkpoint_best.pt", map_location="cpu", weights_only=False)["model"]
+        payload = model_payload(self.model)
+        if choice == "average" and average_last > 1:
+            paths = sorted(self.out_dir.glob("checkpoint_[0-9]*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+            paths = [p for p in paths if int(p.stem.split("_")[1]) != self.state.update][-(average_last - 1):]
+            states = [torch.load(p, map_location="cpu", weights_only=False)["model"]["state_dict"] for p in paths]
+            states.append({k: v.detach().cpu() for k, v in payload["state_dict"].items()})
+            averaged = {}
+            for key, value in states[-1].items():
+                if value.is_floating_point():
+                    averaged[key] = sum(s[key].float() for s in states) / len(states)
+                else:
+                    averaged[key] = value
+            payload["state_dict"] = averaged
+            payload["averaged_checkpoints"] = [str(p) for p in paths] + ["final"]
+        return payload

@@ -1,0 +1,293 @@
+# Shared helpers: config validation, grid expansion, input functions, resources.
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.utils import validate
+
+from aeqa_model.provenance import config_sha256
+
+PYTHON = sys.executable
+ROOT = Path(workflow.basedir).parent
+SCRIPTS = ROOT / "scripts"
+
+
+def _merge_paper_grid(cfg):
+    """The table/figure grid lives in its own file (config key paper_grid); it may add
+    sweep models and decodings, which join the base ones."""
+    grid_path = cfg.get("paper_grid")
+    if not grid_path:
+        return cfg
+    path = Path(grid_path) if Path(grid_path).is_absolute() else ROOT / grid_path
+    if not path.exists():
+        raise ValueError(f"config key paper_grid: {path} does not exist")
+    grid = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for section in ("models", "decodings"):
+        extra = grid.get(section) or {}
+        clash = sorted(set(extra) & set(cfg.get(section, {})) - {k for k in extra if extra[k] == cfg[section].get(k)})
+        if clash:
+            raise ValueError(f"{path}: {section} {clash} are already defined in the config with other values")
+        cfg.setdefault(section, {}).update(extra)
+    cfg["outputs"] = grid.get("outputs", {})
+    return cfg
+
+
+validate(config, str(ROOT / "workflow/schemas/config.schema.yaml"))
+config = _merge_paper_grid(config)
+validate(config, str(ROOT / "workflow/schemas/config.schema.yaml"))
+
+RUN = config["run_name"]
+RESULTS = f"{config.get('results_dir', 'results')}/{RUN}"
+CONFIG_SHA = config_sha256(config)
+DATASETS = config["datasets"]
+MODELS = config["models"]
+DECODINGS = config["decodings"]
+TEACHER = config["distill"]["teacher"]
+DEFAULT_DECODING = {"at": "beam4", "cmlm": "mask_predict10", "dat": "lookahead", "aeqa_dat": "lookahead"}
+
+
+def _check_references():
+    """Fail at start-up (before any job) when the config names things that do not exist."""
+    errors = []
+    for name, ds in DATASETS.items():
+        for src in ds.get("sources", []):
+            if src not in config.get("sources", {}):
+                errors.append(f"datasets.{name}.sources: unknown source {src!r}")
+        for direction in ds["directions"]:
+            parts = direction.split("-")
+            if len(parts) != 2 or set(parts) - set(ds["langs"]):
+                errors.append(f"datasets.{name}.directions: {direction!r} is not a pair of {ds['langs']}")
+    for name, model in MODELS.items():
+        if model["size"] not in config.get("model_sizes", {}) and model["size"] not in ("base", "big", "tiny"):
+            errors.append(f"models.{name}.size: unknown size {model['size']!r}")
+        if model.get("decoding") and model["decoding"] not in DECODINGS:
+            errors.append(f"models.{name}.decoding: unknown decoding {model['decoding']!r}")
+    if TEACHER not in MODELS:
+        errors.append(f"distill.teacher: unknown model {TEACHER!r}")
+    for out, spec in config.get("outputs", {}).items():
+        for i, block in enumerate(spec.get("blocks", [])):
+            for ds in block["datasets"]:
+                if ds not in DATASETS:
+                    errors.append(f"outputs.{out}.blocks[{i}].datasets: unknown dataset {ds!r}")
+            for m in block["models"]:
+                if m not in MODELS:
+                    errors.append(f"outputs.{out}.blocks[{i}].models: unknown model {m!r}")
+            for dec in block.get("decodings", ["default"]):
+                if dec != "default" and dec not in DECODINGS:
+                    errors.append(f"outputs.{out}.blocks[{i}].decodings: unknown decoding {dec!r}")
+    sqs = config["pretrain_sqs"]
+    if sqs["encoder"] == "mbart" and not sqs.get("mbart_path"):
+        errors.append("pretrain_sqs.mbart_path: required when pretrain_sqs.encoder is mbart")
+    elif sqs["encoder"] == "mbart" and not Path(sqs["mbart_path"]).is_dir():
+        errors.append(f"pretrain_sqs.mbart_path: {sqs['mbart_path']} is not a directory")
+    if errors:
+        raise ValueError("invalid config:\n  " + "\n  ".join(errors))
+
+
+_check_references()
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_]+",
+    direction=r"[a-z]{2,3}-[a-z]{2,3}",
+    data=r"raw|kd",
+    model=r"[A-Za-z0-9_.]+",
+    decoding=r"[A-Za-z0-9_.]+",
+    shard=r"\d+",
+    k=r"\d+",
+    dim=r"\d+",
+
+
+# ------------------------------------------------------------------ helpers --
+def langs(dataset):
+    return DATASETS[dataset]["langs"]
+
+
+def src_tgt(direction):
+    return direction.split("-")
+
+
+def model_spec(model):
+    return MODELS[model]
+
+
+def arch(model):
+    return MODELS[model]["arch"]
+
+
+def default_decoding(model):
+    return MODELS[model].get("decoding") or DEFAULT_DECODING.get(arch(model), "argmax")
+
+
+def decoding_name(model, decoding):
+    return default_decoding(model) if decoding == "default" else decoding
+
+
+def needs_sqs(model):
+    return arch(model) in ("aeqa_nat", "aeqa_dat")
+
+
+def codebook_size(model):
+    return int(MODELS[model].get("codebook_size", 2048))
+
+
+def model_width(model):
+    size = MODELS[model]["size"]
+    sizes = {"base": 512, "big": 1024, "tiny": 64}
+    return int(MODELS[model].get("embed_dim", config.get("model_sizes", {}).get(size, {}).get("embed_dim", sizes.get(size, 512))))
+
+
+def train_spec(model):
+    spec = dict(config["training"])
+    spec.update(MODELS[model].get("training", {}))
+    return spec
+
+
+def jq(obj):
+    """JSON for a shell argument (Snakemake's :q quoting does the shell escaping)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+def resources_for(rule_name):
+    """Per-rule resources from config (resources.default overlaid by resources.<rule>)."""
+    table = config.get("resources", {})
+    merged = dict(table.get("default", {}))
+    merged.update(table.get(rule_name, {}))
+    return merged
+
+
+def res(rule_name, key, fallback):
+    return resources_for(rule_name).get(key, fallback)
+
+
+def slurm_extra(rule_name):
+    value = resources_for(rule_name).get("slurm_extra", "")
+    signal_s = resources_for(rule_name).get("signal_before_s")
+    if signal_s:
+        value = f"{value} --signal=B:USR1@{int(signal_s)}".strip()
+    return value
+
+
+# ------------------------------------------------------------- data paths --
+def data_dir(dataset):
+    return f"{RESULTS}/data/{dataset}"
+
+
+def bin_prefix(dataset, split, lang):
+    return f"{data_dir(dataset)}/bin/{split}.{lang}"
+
+
+def data_of(wc):
+    """train_teacher has no {data} wildcard: the teacher always learns from raw data."""
+    return getattr(wc, "data", "raw")
+
+
+def train_prefixes(wc):
+    """Binarized training pair for (dataset, direction, data)."""
+    src, tgt = src_tgt(wc.direction)
+    if data_of(wc) == "kd":
+        base = f"{data_dir(wc.dataset)}/kd/{wc.direction}/bin/train"
+        return f"{base}.src", f"{base}.tgt"
+    return bin_prefix(wc.dataset, "train", src), bin_prefix(wc.dataset, "train", tgt)
+
+
+def train_inputs(wc):
+    inputs = {"binarized": f"{data_dir(wc.dataset)}/bin/report.json"}
+    if data_of(wc) == "kd":
+        inputs["kd"] = f"{data_dir(wc.dataset)}/kd/{wc.direction}/bin/report.json"
+    if needs_sqs(wc.model):
+        inputs["sqs"] = sqs_path(wc.dataset, codebook_size(wc.model), model_width(wc.model))
+    return inputs
+
+
+def sqs_path(dataset, k, dim):
+    return f"{RESULTS}/sqs/{dataset}/K{k}_D{dim}/sqs.pt"
+
+
+def model_path(dataset, direction, data, model):
+    return f"{RESULTS}/models/{dataset}/{direction}/{data}/{model}/model.pt"
+
+
+def teacher_path(wc):
+    return model_path(wc.dataset, wc.direction, "raw", TEACHER)
+
+
+def decode_dir(dataset, direction, data, model, decoding):
+    return f"{RESULTS}/decode/{dataset}/{direction}/{data}/{model}/{decoding}"
+
+
+def metrics_path(dataset, direction, data, model, decoding):
+    return f"{RESULTS}/eval/{dataset}/{direction}/{data}/{model}/{decoding_name(model, decoding)}/metrics.json"
+
+
+# ------------------------------------------------------------ grid / paper --
+def output_cells(name):
+    """Every (dataset, direction, data, model, decoding) cell an output needs."""
+    cells = []
+    for block in config.get("outputs", {}).get(name, {}).get("blocks", []):
+        for ds in block["datasets"]:
+            for direction in block.get("directions") or DATASETS[ds]["directions"]:
+                for data in block.get("data", ["raw"]):
+                    for model in block["models"]:
+                        for dec in block.get("decodings", ["default"]):
+                            cells.append((ds, direction, data, model, decoding_name(model, dec)))
+    return sorted(set(cells))
+
+
+def output_metrics(name):
+    return [metrics_path(*cell) for cell in output_cells(name)]
+
+
+def output_kind(name):
+    return config["outputs"][name].get("kind", "figure" if name.startswith("figure") else "table")
+
+
+def paper_file(name):
+    suffix = "md" if output_kind(name) == "table" else "png"
+    return f"{RESULTS}/paper/{name}.{suffix}"
+
+
+def paper_targets():
+    names = list(config.get("outputs", {}))
+    targets = [paper_file(n) for n in names]
+    if names:
+        targets.append(f"{RESULTS}/paper/README.md")
+    return targets
+
+
+def launcher(resources):
+    """Single process on CPU or 1 GPU; torchrun with one process per GPU otherwise."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    if gpus > 1:
+        return f"{PYTHON} -m torch.distributed.run --standalone --nproc-per-node {gpus}"
+    return PYTHON
+
+
+def train_params(wc):
+    src, tgt = train_prefixes(wc)
+    s, t = src_tgt(wc.direction)
+    return {
+        "model_spec": jq(model_spec(wc.model)),
+        "train_spec": jq(train_spec(wc.model)),
+        "sizes": jq(config.get("model_sizes", {})),
+        "dict": f"{data_dir(wc.dataset)}/bin/dict.txt",
+        "train_src": src,
+        "train_tgt": tgt,
+        "valid_src": bin_prefix(wc.dataset, "valid", s),
+        "valid_tgt": bin_prefix(wc.dataset, "valid", t),
+        "sqs": f"--sqs-init {sqs_path(wc.dataset, codebook_size(wc.model), model_width(wc.model))}" if needs_sqs(wc.model) else "",
+    }
+
+
+# The train rules share this command. Exit code 75 = interrupted after a
+# checkpoint (SLURM time-limit signal): the rerun resumes from checkpoint_last.pt.
+TRAIN_SHELL = (
+    "{params.launcher} -m aeqa_model.train.cli --model-spec {params.p[model_spec]:q}"
+    " --train-spec {params.p[train_spec]:q} --sizes {params.p[sizes]:q} --dict {params.p[dict]}"
+    " --train-src {params.p[train_src]} --train-tgt {params.p[train_tgt]}"
+    " --valid-src {params.p[valid_src]} --valid-tgt {params.p[valid_tgt]} {params.p[sqs]}"
+    " --out-dir {params.out_dir} --output {output.model} --seed {params.seed} --device {params.device}"
+    " --threads {threads} --config-sha256 {params.config_sha} > {log} 2>&1"
+)

@@ -1,0 +1,60 @@
+# Stage 5: sequence-level distillation. The teacher translates the training
+# source in N contiguous shards (scatter: each shard is its own job, a SLURM
+# job under the slurm profile; finished shards are never redone), then gather
+# concatenates them in order into the KD corpus, which goes through bpe_kd and
+# binarize_kd with the raw data's codes and dictionary.
+
+
+def shard_count():
+    return int(config["distill"]["shards"])
+
+
+rule distill_shard:
+    input:
+        binarized=f"{RESULTS}/data/{{dataset}}/bin/report.json",
+        teacher=teacher_path,
+    output:
+        shard=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/shards/{{shard}}.tok",
+    params:
+        dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",
+        src=lambda wc: bin_prefix(wc.dataset, "train", src_tgt(wc.direction)[0]),
+        tgt=lambda wc: bin_prefix(wc.dataset, "train", src_tgt(wc.direction)[1]),
+        tgt_lang=lambda wc: src_tgt(wc.direction)[1],
+        decoding=jq({"strategy": "beam", "beam": config["distill"]["beam"], "lenpen": config["distill"]["lenpen"]}),
+        shards=shard_count(),
+        max_tokens=config["distill"].get("max_tokens", 8000),
+        device=config.get("device", "auto"),
+    log:
+        f"{RESULTS}/logs/distill/{{dataset}}.{{direction}}.{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/distill/{{dataset}}.{{direction}}.{{shard}}.tsv"
+    threads: res("distill_shard", "cpus_per_task", config.get("threads", 1))
+    resources:
+        gpu=res("distill_shard", "gpu", 0),
+        mem_mb=res("distill_shard", "mem_mb", 4000),
+        runtime=res("distill_shard", "runtime", 60),
+        cpus_per_task=res("distill_shard", "cpus_per_task", config.get("threads", 1)),
+    shell:
+        "{PYTHON} -m aeqa_model.decode.cli --model {input.teacher} --dict {params.dictionary}"
+        " --src-prefix {params.src} --tgt-prefix {params.tgt} --decoding {params.decoding:q}"
+        " --tgt-lang {params.tgt_lang} --out-tok {output.shard} --shard {wildcards.shard}"
+        " --num-shards {params.shards} --max-tokens {params.max_tokens} --device {params.device}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule distill_gather:
+    input:
+        shards=lambda wc: expand(f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/shards/{{shard}}.tok",
+                                 dataset=wc.dataset, direction=wc.direction, shard=range(shard_count())),
+    output:
+        src=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/tok/train.src",
+        tgt=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/tok/train.tgt",
+        report=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/tok/report.json",
+    params:
+        src=lambda wc: f"{data_dir(wc.dataset)}/tok/train.{src_tgt(wc.direction)[0]}",
+        ref=lambda wc: f"{data_dir(wc.dataset)}/tok/train.{src_tgt(wc.direction)[1]}",
+    log:
+        f"{RESULTS}/logs/distill_gather/{{dataset}}.{{direction}}.log",
+    shell:
+        "{PYTHON} -m aeqa_model.distill --shards {input.shards} --src {params.src} --ref {params.ref}"
+        " --out-src {output.src} --out-tgt {output.tgt} --report {output.report} > {log} 2>&1"

@@ -1,0 +1,26 @@
+# Stage 1: fetch every source of a dataset (checksums, retries, resume, cache)
+# and build orig/{train,valid,test}.{lang}. manifest.json is written last and
+# marks the dataset complete.
+
+
+rule download:
+    output:
+        manifest=f"{RESULTS}/data/{{dataset}}/orig/manifest.json",
+    params:
+        dataset_spec=lambda wc: jq(DATASETS[wc.dataset]),
+        sources_spec=lambda wc: jq({s: config["sources"][s] for s in DATASETS[wc.dataset].get("sources", [])}),
+        cache=os.environ.get("AEQA_DATA_CACHE", config.get("cache_dir", "results/.cache")),
+        out_dir=lambda wc, output: str(Path(output.manifest).parent),
+    log:
+        f"{RESULTS}/logs/download/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/download/{{dataset}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=res("download", "mem_mb", 4000),
+        runtime=res("download", "runtime", 120),
+        cpus_per_task=1,
+    shell:
+        "{PYTHON} {SCRIPTS}/download.py --dataset {wildcards.dataset} --dataset-spec {params.dataset_spec:q}"
+        " --sources-spec {params.sources_spec:q} --cache-dir {params.cache:q} --out-dir {params.out_dir:q}"
+        " > {log} 2>&1"

@@ -1,0 +1,47 @@
+# Stage 9: one rule per table and figure of the paper (file targets a user can
+# ask for by name, e.g. results/demo/paper/table5.md), and the index.
+
+
+def paper_outputs(name):
+    base = f"{RESULTS}/paper/{name}"
+    if output_kind(name) == "table":
+        return {"md": f"{base}.md", "tex": f"{base}.tex", "csv": f"{base}.csv"}
+    return {"png": f"{base}.png", "pdf": f"{base}.pdf"}
+
+
+for _name in config.get("outputs", {}):
+
+    rule:
+        name:
+            f"paper_{_name}"
+        input:
+            metrics=output_metrics(_name),
+        output:
+            **{k: (report(v, caption=str(ROOT / f"workflow/report/{_name}.rst"), category="Paper")
+                   if k in ("md", "png") and (ROOT / f"workflow/report/{_name}.rst").exists() else v)
+               for k, v in paper_outputs(_name).items()},
+        params:
+            target=_name,
+            spec=jq(config["outputs"][_name]),
+            paper_dir=str(ROOT / "config/paper"),
+            out_dir=f"{RESULTS}/paper",
+        log:
+            f"{RESULTS}/logs/paper/{_name}.log",
+        shell:
+            "{PYTHON} {SCRIPTS}/render_paper.py --target {params.target} --spec {params.spec:q}"
+            " --paper-dir {params.paper_dir} --metrics {input.metrics} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule paper_index:
+    input:
+        [f"{RESULTS}/paper/{n}.{'csv' if output_kind(n) == 'table' else 'png'}" for n in config.get("outputs", {})],
+    output:
+        f"{RESULTS}/paper/README.md",
+    params:
+        paper_dir=str(ROOT / "config/paper"),
+        out_dir=f"{RESULTS}/paper",
+    log:
+        f"{RESULTS}/logs/paper/index.log",
+    shell:
+        "{PYTHON} {SCRIPTS}/render_paper.py --target index --spec '{{}}' --paper-dir {params.paper_dir}"
+        " --inputs {input} --out-dir {params.out_dir} > {log} 2>&1"

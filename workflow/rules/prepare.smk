@@ -1,0 +1,26 @@
+# Stage 2: Moses pipeline (normalize, tokenize -a, segment ZH, clean train by
+# length/ratio). report.json counts every dropped line and marks completion.
+
+
+rule prepare:
+    input:
+        manifest=f"{RESULTS}/data/{{dataset}}/orig/manifest.json",
+    output:
+        report=f"{RESULTS}/data/{{dataset}}/tok/report.json",
+    params:
+        spec=lambda wc: jq(DATASETS[wc.dataset].get("prepare", {})),
+        langs=lambda wc: " ".join(langs(wc.dataset)),
+        in_dir=lambda wc, input: str(Path(input.manifest).parent),
+        out_dir=lambda wc, output: str(Path(output.report).parent),
+    log:
+        f"{RESULTS}/logs/prepare/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv"
+    threads: res("prepare", "cpus_per_task", 2)
+    resources:
+        mem_mb=res("prepare", "mem_mb", 4000),
+        runtime=res("prepare", "runtime", 240),
+        cpus_per_task=res("prepare", "cpus_per_task", 2),
+    shell:
+        "{PYTHON} {SCRIPTS}/prepare.py --spec {params.spec:q} --langs {params.langs} --in-dir {params.in_dir:q}"
+        " --out-dir {params.out_dir:q} --workers {threads} > {log} 2>&1"

@@ -1,0 +1,59 @@
+# Stage 6: pre-aligned Semantic Quantization Space (App. A.2). The multilingual
+# encoder (embedded denoising model, or a local mBART) is prepared once per
+# dataset; the alignment with the EMA codebook runs per codebook size K and
+# NAT width D.
+
+
+rule pretrain_sqs_encoder:
+    input:
+        manifest=f"{RESULTS}/data/{{dataset}}/orig/manifest.json",
+    output:
+        encoder=f"{RESULTS}/sqs/{{dataset}}/encoder.pt",
+        stats=f"{RESULTS}/sqs/{{dataset}}/encoder_stats.json",
+    params:
+        spec=jq(config["pretrain_sqs"]),
+        src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
+        tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/pretrain_sqs/{{dataset}}.encoder.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain_sqs/{{dataset}}.encoder.tsv"
+    threads: res("pretrain_sqs", "cpus_per_task", config.get("threads", 1))
+    resources:
+        gpu=res("pretrain_sqs", "gpu", 0),
+        mem_mb=res("pretrain_sqs", "mem_mb", 4000),
+        runtime=res("pretrain_sqs", "runtime", 60),
+        cpus_per_task=res("pretrain_sqs", "cpus_per_task", config.get("threads", 1)),
+    shell:
+        "{PYTHON} -m aeqa_model.sqs_pretrain --stage encoder --spec {params.spec:q} --src-text {params.src}"
+        " --tgt-text {params.tgt} --codebook-size 0 --dim 0 --encoder-out {output.encoder}"
+        " --out /dev/null --stats {output.stats} --seed {params.seed} --threads {threads} > {log} 2>&1"
+
+
+rule pretrain_sqs:
+    input:
+        encoder=f"{RESULTS}/sqs/{{dataset}}/encoder.pt",
+    output:
+        sqs=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}/sqs.pt",
+        stats=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}/stats.json",
+    params:
+        spec=jq(config["pretrain_sqs"]),
+        src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
+        tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/pretrain_sqs/{{dataset}}.K{{k}}_D{{dim}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain_sqs/{{dataset}}.K{{k}}_D{{dim}}.tsv"
+    threads: res("pretrain_sqs", "cpus_per_task", config.get("threads", 1))
+    resources:
+        gpu=res("pretrain_sqs", "gpu", 0),
+        mem_mb=res("pretrain_sqs", "mem_mb", 4000),
+        runtime=res("pretrain_sqs", "runtime", 60),
+        cpus_per_task=res("pretrain_sqs", "cpus_per_task", config.get("threads", 1)),
+    shell:
+        "{PYTHON} -m aeqa_model.sqs_pretrain --stage align --spec {params.spec:q} --src-text {params.src}"
+        " --tgt-text {params.tgt} --codebook-size {wildcards.k} --dim {wildcards.dim}"
+        " --encoder-out {input.encoder} --out {output.sqs} --stats {output.stats} --seed {params.seed}"
+        " --threads {threads} > {log} 2>&1"

@@ -1,0 +1,34 @@
+# Stage 7: every other trained cell (NAT models, AEQA-NAT variants, AT on KD),
+# one rule for all models: the {model} wildcard picks the config entry.
+
+
+ruleorder: train_teacher > train_nat
+
+
+rule train_nat:
+    input:
+        unpack(train_inputs),
+    output:
+        model=f"{RESULTS}/models/{{dataset}}/{{direction}}/{{data}}/{{model}}/model.pt",
+    wildcard_constraints:
+        data="raw|kd",
+    params:
+        p=train_params,
+        launcher=lambda wc, resources: launcher(resources),
+        out_dir=lambda wc, output: str(Path(output.model).parent),
+        seed=config["seed"],
+        device=config.get("device", "auto"),
+        config_sha=CONFIG_SHA,
+    log:
+        f"{RESULTS}/logs/train_nat/{{dataset}}.{{direction}}.{{data}}.{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_nat/{{dataset}}.{{direction}}.{{data}}.{{model}}.tsv"
+    threads: res("train_nat", "cpus_per_task", config.get("threads", 1))
+    resources:
+        gpu=res("train_nat", "gpu", 0),
+        mem_mb=res("train_nat", "mem_mb", 4000),
+        runtime=res("train_nat", "runtime", 60),
+        cpus_per_task=res("train_nat", "cpus_per_task", config.get("threads", 1)),
+        slurm_extra=slurm_extra("train_nat"),
+    shell:
+        TRAIN_SHELL
