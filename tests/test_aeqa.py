@@ -1,0 +1,154 @@
+"""AEQA-NAT pieces against reference computations (issue: SQS, losses, glancing, reordering)."""
+from __future__ import annotations
+
+import torch
+
+from aeqa_model.data.batching import collate
+from aeqa_model.models.aeqa_nat import AEQANAT, aligned_reordering, anneal, choose_glance_positions, masked_sq_error
+from aeqa_model.models.nat import VanillaNAT, softcopy_weights
+from aeqa_model.models.sqs import SemanticQuantizer
+from tests.conftest import make_pairs
+
+
+def test_quantization_returns_nearest_code_brute_force():
+    q = SemanticQuantizer(17, 5)
+    h = torch.randn(4, 6, 5)
+    idx = q.nearest(h)
+    dist = torch.cdist(h.reshape(-1, 5), q.codebook.detach())
+    assert torch.equal(idx.reshape(-1), dist.argmin(1))
+
+
+def test_straight_through_passes_gradient_to_encoder_states():
+    q = SemanticQuantizer(8, 4)
+    h = torch.randn(3, 4, requires_grad=True)
+    out = q(h)
+    (out.straight * torch.arange(4.0)).sum().backward()
+    assert torch.allclose(h.grad, torch.arange(4.0).expand(3, 4))
+    assert torch.allclose(out.straight, out.codes)
+
+
+def test_ema_update_matches_eq6_by_hand():
+    gamma, eps = 0.9, 1e-5
+    q = SemanticQuantizer(4, 2, decay=gamma, epsilon=eps, dead_threshold=0.0)
+    book = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    q.codebook.data.copy_(book)
+    q.ema_sum.copy_(book)
+    h = torch.tensor([[0.1, 0.0], [0.9, 0.1], [1.1, -0.1], [0.0, 0.8]])
+    idx = q.nearest(h)
+    assert idx.tolist() == [0, 1, 1, 2]
+    q.ema_update(h, idx)
+    counts = torch.tensor([1.0, 2.0, 1.0, 0.0])
+    sums = torch.stack([h[0], h[1] + h[2], h[3], torch.zeros(2)])
+    n = gamma * torch.ones(4) + (1 - gamma) * counts                     # n_k
+    m = gamma * book + (1 - gamma) * sums                                # running w_k
+    n_smoothed = (n + eps) / (n.sum() + 4 * eps) * n.sum()
+    assert torch.allclose(q.codebook.detach(), m / n_smoothed[:, None], atol=1e-6)
+
+
+def test_loss_terms_zero_when_inputs_coincide_positive_otherwise():
+    pad = torch.zeros(2, 3, dtype=torch.bool)
+    a = torch.randn(2, 3, 4)
+    assert float(masked_sq_error(a, a, pad)) == 0.0
+    assert float(masked_sq_error(a, a + 0.1, pad)) > 0.0
+
+
+def test_softcopy_rows_sum_to_one_and_peak_on_rescaled_diagonal():
+    src_mask = torch.tensor([[False] * 5 + [True] * 3])
+    w = softcopy_weights(src_mask, torch.tensor([5]), 5, tau=0.3)
+    assert torch.allclose(w.sum(-1), torch.ones(1, 5))
+    assert torch.equal(w[0].argmax(-1), torch.arange(5))
+    assert float(w[0, :, 5:].sum()) == 0.0
+    w2 = softcopy_weights(torch.tensor([[False] * 4]), torch.tensor([8]), 8, tau=0.3)
+    assert w2[0].argmax(-1).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # j / (Ty/Tx)
+
+
+def test_glance_positions_count_and_never_padding():
+    pad = torch.tensor([[False] * 6, [False] * 3 + [True] * 3])
+    chosen = choose_glance_positions(torch.rand(2, 6), torch.tensor([4, 2]), pad)
+    assert chosen.sum(1).tolist() == [4, 2]
+    assert not (chosen & pad).any()
+
+
+def test_reordering_reproduces_fig3_example():
+    # A built so that target positions 1..5 align with inputs h1, h3, h5, h4, h2.
+    quantized = torch.eye(5).unsqueeze(0)
+    order = [0, 2, 4, 3, 1]
+    target = torch.eye(5)[order].unsqueeze(0) * 10
+    mask = torch.zeros(1, 5, dtype=torch.bool)
+    assert aligned_reordering(target, quantized, mask, mask)[0].tolist() == order
+
+
+def test_lambda_schedule_start_middle_end():
+    assert anneal(0.6, 0.4, 0, 1000) == 0.6
+    assert abs(anneal(0.6, 0.4, 500, 1000) - 0.5) < 1e-12
+    assert anneal(0.6, 0.4, 1000, 1000) == 0.4
+    assert anneal(0.6, 0.4, 5000, 1000) == 0.4
+
+
+def _batch(dictionary):
+    pairs = make_pairs(6, 3)
+    return collate(list(range(6)), [torch.tensor(p[0]).numpy() for p in pairs],
+                   [torch.tensor(p[1]).numpy() for p in pairs], dictionary)
+
+
+def test_glanced_positions_carry_quantized_target_vectors_not_tokens(dictionary, tiny_cfg, monkeypatch):
+    model = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, "lambda_start": 1.0, "lambda_end": 1.0,
+                                           "glancing": "uniform"}).eval()  # eval: no dropout noise
+    batch = _batch(dictionary)
+    seen = {}
+    original = model.run_decoder
+
+    def spy(inputs, tgt_mask, enc, enc_mask):
+        seen.setdefault("calls", []).append(inputs.detach().clone())
+        return original(inputs, tgt_mask, enc, enc_mask)
+
+    monkeypatch.setattr(model, "run_decoder", spy)
+    model.losses(batch, 0)
+    second = seen["calls"][-1]
+    y_mask = batch.target.eq(dictionary.pad)
+    h_y = model.encoder.forward_embedded(model.embed(batch.target), y_mask)
+    q_y = model.sqs.lookup(model.sqs.nearest(h_y))
+    keep = ~y_mask
+    # lambda = 1 and uniform: every real position is glanced with z_q(H_y)_j
+    assert torch.allclose(second[keep], q_y[keep], atol=1e-5)
+    token_embeddings = model.embed.lookup(batch.target)
+    assert not torch.allclose(second[keep], token_embeddings[keep])
+
+
+def test_every_variant_trains_and_decodes(dictionary, tiny_cfg):
+    from aeqa_model.decode import generate
+    from aeqa_model.models.base import total_loss
+
+    batch = _batch(dictionary)
+    for options in ({}, {"reordering": True}, {"dslp": True}, {"glancing": "uniform"}, {"glancing": "none"}):
+        model = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, **options})
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        losses = []
+        for step in range(15):
+            loss = total_loss(model.losses(batch, step))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        assert losses[-1] < losses[0]
+        model.eval()
+        for decoding in ({"strategy": "argmax"}, {"strategy": "aeqa_two_pass", "lambda_inf": 0.4},
+                         {"strategy": "npd", "candidates": 3, "rerank": "self"}):
+            hyps = generate(model, batch.src, decoding)
+            assert len(hyps) == 6 and all(all(t >= 6 for t in h) for h in hyps)
+
+
+def test_vanilla_nat_npd_picks_best_scored_candidate(dictionary, tiny_cfg):
+    from aeqa_model.decode.nat import noisy_parallel_decode
+
+    model = VanillaNAT(dictionary, tiny_cfg, {}).eval()
+    batch = _batch(dictionary)
+
+    class Scorer:
+        def score(self, src, hyps):  # prefers the longest candidate
+            return hyps.ne(0).sum(1).float()
+
+    hyps = noisy_parallel_decode(model, batch.src, teacher=Scorer(), candidates=4)
+    enc, mask = model.encode(batch.src)
+    lengths = model.predict_lengths(enc, mask, beam=4)
+    assert [len(h) for h in hyps] == lengths.max(1).values.tolist()

@@ -1,0 +1,86 @@
+"""Training engine: schedule, checkpoints, exact resume, signal handling, batching."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aeqa_model.train.schedule import inverse_sqrt_lr
+from aeqa_model.train.trainer import RERUN_EXIT_CODE, Trainer
+from aeqa_model.train.build import load_model
+
+MODEL = {"arch": "at", "size": "t", "embed_dim": 32, "ffn_dim": 64, "heads": 4, "encoder_layers": 1,
+         "decoder_layers": 1}
+SIZES = {"t": {"embed_dim": 32, "ffn_dim": 64, "heads": 4, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.1}}
+SPEC = {"max_updates": 8, "max_tokens": 120, "update_freq": 2, "lr": 1e-3, "warmup_updates": 3,
+        "validate_every": 4, "save_every": 2, "keep_last": 2, "weight_decay": 0.01, "clip_norm": 1.0}
+
+
+def test_inverse_sqrt_schedule():
+    assert inverse_sqrt_lr(0, 5e-4, 4000, 1e-7) == pytest.approx(1e-7 + (5e-4 - 1e-7) / 4000)
+    assert inverse_sqrt_lr(3999, 5e-4, 4000) == pytest.approx(5e-4)
+    assert inverse_sqrt_lr(15999, 5e-4, 4000) == pytest.approx(5e-4 * 0.5)
+
+
+def test_token_batches_respect_budget_and_cover_corpus(train_valid):
+    train, _ = train_valid
+    batches = train.token_batches(60, shuffle=True, seed=3, epoch=1)
+    seen = np.sort(np.concatenate(batches))
+    assert np.array_equal(seen, np.arange(len(train)))
+    longest = np.maximum(train.src.sizes, train.tgt.sizes) + 2
+    for b in batches:
+        assert len(b) == 1 or len(b) * longest[b].max() <= 60
+    again = train.token_batches(60, shuffle=True, seed=3, epoch=1)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+def _trainer(train_valid, dictionary, out, spec=SPEC):
+    train, valid = train_valid
+    return Trainer(MODEL, spec, dictionary, train, valid, out, seed=7, device="cpu", sizes=SIZES, log=lambda *_: None)
+
+
+def test_resume_is_bit_identical(train_valid, dictionary, tmp_path):
+    full = _trainer(train_valid, dictionary, tmp_path / "full")
+    assert full.train() == 0
+
+    interrupted = _trainer(train_valid, dictionary, tmp_path / "resumed")
+    original_step = interrupted.optimizer.step
+
+    def step_then_signal(*args, **kwargs):
+        result = original_step(*args, **kwargs)
+        if interrupted.state.update == 2:  # the counter is incremented after step(): this is update 3
+            interrupted.signals.received = 10
+        return result
+
+    interrupted.optimizer.step = step_then_signal
+    assert interrupted.train() == RERUN_EXIT_CODE
+    assert interrupted.state.update == 3
+    torch.manual_seed(12345)  # a fresh process has other RNG state: resume must restore it
+    resumed = _trainer(train_valid, dictionary, tmp_path / "resumed")
+    assert resumed.train() == 0
+    assert resumed.state.update == SPEC["max_updates"]
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoints_rotate_and_final_model_loads(train_valid, dictionary, tmp_path):
+    trainer = _trainer(train_valid, dictionary, tmp_path / "run")
+    trainer.train()
+    numbered = sorted(p.name for p in (tmp_path / "run").glob("checkpoint_[0-9]*.pt"))
+    assert numbered == ["checkpoint_6.pt", "checkpoint_8.pt"]
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    payload = trainer.final_model("average", 2)
+    assert payload["averaged_checkpoints"][-1] == "final"
+    torch.save(payload, tmp_path / "model.pt")
+    model = load_model(tmp_path / "model.pt")
+    assert model.arch == "at"
+    log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("update,epoch,lr,loss") and len(log) == 1 + SPEC["max_updates"]
+
+
+def test_training_reduces_loss(train_valid, dictionary, tmp_path):
+    spec = dict(SPEC, max_updates=60, update_freq=1, validate_every=60, save_every=60, lr=3e-3, warmup_updates=5)
+    trainer = _trainer(train_valid, dictionary, tmp_path / "run", spec)
+    before = trainer.validate()
+    trainer.train()
+    assert trainer.validate() < before - 0.5
