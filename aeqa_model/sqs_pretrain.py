@@ -108,7 +108,7 @@ def train_sentencepiece(texts: list[str], prefix: Path, vocab_size: int, seed: i
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
                                    hard_vocab_limit=False, character_coverage=0.9995, model_type="unigram",
-                                   random_seed=seed, num_threads=1, minloglevel=2)
+                                   num_threads=1, minloglevel=2)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     from aeqa_model.io import atomic_open
     with atomic_open(f"{prefix}.model", "wb") as handle:

@@ -256,7 +256,7 @@ class Trainer:
                 elapsed = max(time.time() - started, 1e-6)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_seen / elapsed:.0f}",
-                                upd_s=f"{bar.n / elapsed if not resumed else 0:.1f}")
+                                refresh=False)
                 row = {"update": self.state.update, "epoch": self.state.epoch, "lr": lr, "loss": loss_value,
                        "gnorm": gnorm, "tokens": ntok, **{f"loss_{k}": v for k, v in logged.items()}}
                 if self.state.update % validate_every == 0 or self.state.update == self.max_updates:

@@ -1,0 +1,234 @@
+"""The evaluate stage: every metric of one decoded cell into one metrics.json.
+
+``scripts/evaluate.py`` (called by the Snakemake ``evaluate`` rule) is a thin
+wrapper around :func:`main`. The output layout is the ``metrics.json``
+contract of docs/formats.md; docs/metrics.md says what each number means.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+import sacrebleu
+
+from ..io import InputError, read_json, read_lines, write_json
+from .bleu import multi_reference_bleu, tokenized_bleu
+from .buckets import length_bucket_bleu, validate_edges
+from .detok import detok_metrics
+from .neural import bleurt_score, comet_score
+from .repetition import ngram_repetition
+from .significance import DEFAULT_SEED, paired_bootstrap
+
+log = logging.getLogger("aeqa_model.metrics.evaluate")
+
+# Defaults of the `evaluate:` config section; the config schema is the
+# authority, these only keep direct library use convenient.
+SPEC_DEFAULTS = {
+    "length_buckets": [0, 5, 10, 20, 40, 1000],
+    "repetition_max_n": 4,
+    "bootstrap_samples": 1000,
+    "bootstrap_seed": DEFAULT_SEED,
+    "comet_model": None,
+    "bleurt_checkpoint": None,
+    "comet_batch_size": 16,
+    "bleurt_batch_size": 32,
+}
+
+
+def _check_spec(spec: dict) -> dict:
+    """Merge ``spec`` over the defaults and check the types of the keys used here."""
+    if not isinstance(spec, dict):
+        raise InputError(f"--spec must be a JSON object (the evaluate: config section), got {type(spec).__name__}")
+    merged = {**SPEC_DEFAULTS, **spec}
+
+    def want_int(key: str, minimum: int) -> None:
+        val = merged[key]
+        if isinstance(val, bool) or not isinstance(val, int) or val < minimum:
+            raise InputError(f"evaluate.{key} must be an integer >= {minimum}, got {val!r}")
+
+    for key, minimum in (("repetition_max_n", 1), ("bootstrap_samples", 1), ("bootstrap_seed", 0),
+                         ("comet_batch_size", 1), ("bleurt_batch_size", 1)):
+        want_int(key, minimum)
+    try:
+        merged["length_buckets"] = validate_edges(merged["length_buckets"])
+    except (ValueError, TypeError) as err:
+        raise InputError(f"evaluate.length_buckets: {err}") from None
+    for key in ("comet_model", "bleurt_checkpoint"):
+        if merged[key] is not None and not isinstance(merged[key], str):
+            raise InputError(f"evaluate.{key} must be a path string or null, got {merged[key]!r}")
+    return merged
+
+
+def _aligned(a: tuple[str, list[str]], b: tuple[str, list[str]]) -> None:
+    """Raise an InputError naming both files when their line counts differ."""
+    (name_a, lines_a), (name_b, lines_b) = a, b
+    if len(lines_a) != len(lines_b):
+        raise InputError(
+            f"line count mismatch: {name_a} has {len(lines_a)} lines but {name_b} has "
+            f"{len(lines_b)}; they must be aligned line by line")
+
+
+def _no_empty(name: str, lines: list[str]) -> None:
+    # An empty reference makes every hypothesis for it score zero silently;
+    # it is a data-preparation bug, so fail loudly. Empty hypotheses are
+    # legitimate model output and are kept.
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            raise InputError(f"{name}:{i}: empty reference line; the test set must have none")
+
+
+def evaluate(*, hyp_tok: Sequence[str], ref_tok: Sequence[str], hyp_detok: Sequence[str],
+             ref_detok: Sequence[str], src_detok: Sequence[str], tgt_lang: str, spec: dict,
+             baseline_hyp_tok: Sequence[str] | None = None, baseline_name: str | None = None,
+             extra_refs_tok: Sequence[Sequence[str]] | None = None,
+             progress: bool = True) -> dict:
+    """Compute the ``metrics`` object of metrics.json from aligned line lists.
+
+    Inputs must already be aligned (same length); :func:`main` checks that on
+    the files. ``spec`` is the ``evaluate:`` config section.
+    """
+    spec = _check_spec(spec)
+    # Leftover subword marks would silently deflate tokenized BLEU; warn
+    # rather than fail because "@@" can in principle be a real token.
+    if any("@@ " in h or h.endswith("@@") for h in hyp_tok):
+        log.warning("hypotheses contain '@@' BPE marks; tokenized BLEU expects BPE-removed text")
+    metrics: dict = {}
+    metrics["bleu_tok"] = tokenized_bleu(hyp_tok, ref_tok)
+    metrics.update(detok_metrics(hyp_detok, ref_detok, tgt_lang))
+
+    log.info("COMET ...")
+    metrics["comet"] = comet_score(src_detok, hyp_detok, ref_detok, spec["comet_model"],
+                                   batch_size=spec["comet_batch_size"], progress=progress)
+    log.info("BLEURT ...")
+    metrics["bleurt"] = bleurt_score(hyp_detok, ref_detok, spec["bleurt_checkpoint"],
+                                     batch_size=spec["bleurt_batch_size"], progress=progress)
+
+    metrics["repetition"] = ngram_repetition(hyp_tok, spec["repetition_max_n"])
+    buckets = length_bucket_bleu(hyp_tok, ref_tok, spec["length_buckets"])
+    metrics["length_buckets"] = buckets["buckets"]
+    metrics["length_buckets_outside"] = buckets["outside"]
+
+    if extra_refs_tok:
+        metrics["multi_reference"] = multi_reference_bleu(hyp_tok, [list(ref_tok), *map(list, extra_refs_tok)])
+    else:
+        metrics["multi_reference"] = {
+            "score": None, "single_ref_score": metrics["bleu_tok"]["score"], "n_refs": 1,
+            "status": "not available: no extra references given (--extra-refs-tok)"}
+
+    n_bs = spec["bootstrap_samples"]
+    seed = spec["bootstrap_seed"]
+    method = f"paired bootstrap (sacrebleu), tokenized BLEU, n={n_bs}, seed={seed}"
+    if baseline_hyp_tok is not None:
+        result = paired_bootstrap(hyp_tok, baseline_hyp_tok, ref_tok, n_samples=n_bs, seed=seed,
+                                  progress=progress)
+        metrics["significance"] = {"baseline": baseline_name, **result, "method": method}
+    else:
+        metrics["significance"] = {
+            "baseline": None, "p_value": None, "method": method,
+            "status": "not available: no baseline given (--baseline-hyp-tok)"}
+    return metrics
+
+
+def _json_arg(value: str, flag: str) -> dict:
+    """A JSON object given inline (``'{"a": 1}'``) or as a path to a .json file."""
+    text = value.strip()
+    try:
+        obj = json.loads(text) if text.startswith("{") else read_json(value)
+    except FileNotFoundError:
+        raise InputError(f"{flag}: {value!r} is neither inline JSON nor an existing file") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{flag}: invalid JSON ({err})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{flag}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Score one decoded cell (tokenized BLEU, SacreBLEU, chrF, chrF++, TER, "
+                    "COMET, BLEURT, repetition, length buckets, multi-reference BLEU, "
+                    "paired bootstrap) into metrics.json.")
+    p.add_argument("--hyp-tok", required=True, help="hypotheses, Moses-tokenized, BPE removed")
+    p.add_argument("--ref-tok", required=True, help="reference, Moses-tokenized")
+    p.add_argument("--hyp-detok", required=True, help="hypotheses, detokenized")
+    p.add_argument("--ref-detok", required=True, help="reference, detokenized (original text)")
+    p.add_argument("--src-detok", required=True, help="source, detokenized (for COMET)")
+    p.add_argument("--tgt-lang", required=True, help="target language code (zh selects tok:zh)")
+    p.add_argument("--spec", required=True, help="the evaluate: config section, JSON (inline or file)")
+    p.add_argument("--cell", required=True, help="JSON object copied to metrics.json 'cell'")
+    p.add_argument("--provenance", required=True, help="JSON object copied to 'provenance'")
+    p.add_argument("--out", required=True, help="metrics.json to write (atomically)")
+    p.add_argument("--speed", help="speed.json of the decode stage, copied to 'speed'")
+    p.add_argument("--baseline-hyp-tok", help="baseline hypotheses (tokenized) for the paired bootstrap")
+    p.add_argument("--baseline-name", help="name of the baseline cell, recorded in 'significance'")
+    p.add_argument("--extra-refs-tok", nargs="+", default=None,
+                   help="additional tokenized reference files for multi-reference BLEU")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        spec = _json_arg(args.spec, "--spec")
+        cell = _json_arg(args.cell, "--cell")
+        provenance = _json_arg(args.provenance, "--provenance")
+
+        files = {k: (getattr(args, k), read_lines(getattr(args, k)))
+                 for k in ("hyp_tok", "ref_tok", "hyp_detok", "ref_detok", "src_detok")}
+        _aligned(files["hyp_tok"], files["ref_tok"])
+        _aligned(files["hyp_detok"], files["ref_detok"])
+        _aligned(files["hyp_tok"], files["hyp_detok"])
+        _aligned(files["src_detok"], files["ref_detok"])
+        if not files["ref_tok"][1]:
+            raise InputError(f"{args.ref_tok}: no sentences to evaluate")
+        _no_empty(*files["ref_tok"])
+        _no_empty(*files["ref_detok"])
+
+        baseline = None
+        if args.baseline_hyp_tok:
+            baseline = (args.baseline_hyp_tok, read_lines(args.baseline_hyp_tok))
+            _aligned(files["hyp_tok"], baseline)
+        elif args.baseline_name:
+            raise InputError("--baseline-name given without --baseline-hyp-tok")
+        extra = []
+        for path in args.extra_refs_tok or []:
+            ref = (path, read_lines(path))
+            _aligned(files["ref_tok"], ref)
+            _no_empty(*ref)
+            extra.append(ref[1])
+
+        if args.speed:
+            speed = _json_arg(args.speed, "--speed")
+        else:
+            speed = {"status": "not available: no --speed file given"}
+
+        metrics = evaluate(
+            hyp_tok=files["hyp_tok"][1], ref_tok=files["ref_tok"][1],
+            hyp_detok=files["hyp_detok"][1], ref_detok=files["ref_detok"][1],
+            src_detok=files["src_detok"][1], tgt_lang=args.tgt_lang, spec=spec,
+            baseline_hyp_tok=baseline[1] if baseline else None,
+            baseline_name=(args.baseline_name or args.baseline_hyp_tok) if baseline else None,
+            extra_refs_tok=extra or None, progress=not args.no_progress)
+    except InputError as err:
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        return 2
+
+    # The metric library's version belongs next to the numbers it produced.
+    provenance.setdefault("versions", {}).setdefault("sacrebleu", sacrebleu.__version__)
+    out = {
+        "cell": cell,
+        "n_sentences": len(files["hyp_tok"][1]),
+        "metrics": metrics,
+        "speed": speed,
+        "provenance": provenance,
+    }
+    write_json(args.out, out)
+    log.info("wrote %s: bleu_tok %.2f, sacrebleu %.2f, chrf %.2f", args.out,
+             metrics["bleu_tok"]["score"], metrics["sacrebleu"]["score"], metrics["chrf"]["score"])
+    return 0

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Command 2: set up the environment and run the whole test suite (unit tests,
+# the smoke DAG through Snakemake, the live SLURM controller tests when root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+set +e
+.venv/bin/python -m pytest "$@"
+code=$?
+set -e
+if [ "$code" -eq 5 ]; then
+    echo "error: pytest collected no tests" >&2
+    exit 1
+fi
+exit "$code"
