@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""BPE stage: learn joint subword-nmt codes, or apply them to files.
+
+Usage (as the Snakemake rules call it)::
+
+    python scripts/bpe.py learn --merges 40000 --codes .../bpe/codes --inputs .../tok/train.en .../tok/train.de
+    python scripts/bpe.py apply --codes .../bpe/codes --inputs .../tok/train.en ... \
+        --outputs .../bpe/train.en ... --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aeqa_model.data import bpe  # noqa: E402
+from aeqa_model.io import InputError  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_learn = sub.add_parser("learn", help="learn joint BPE codes on the concatenated inputs")
+    p_learn.add_argument("--merges", type=int, required=True)
+    p_learn.add_argument("--codes", required=True)
+    p_learn.add_argument("--inputs", nargs="+", required=True)
+    p_learn.add_argument("--min-frequency", type=int, default=2)
+    p_apply = sub.add_parser("apply", help="segment files with learned codes")
+    p_apply.add_argument("--codes", required=True)
+    p_apply.add_argument("--inputs", nargs="+", required=True)
+    p_apply.add_argument("--outputs", nargs="+", required=True)
+    p_apply.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        if args.command == "learn":
+            bpe.learn(args.inputs, args.codes, args.merges, min_frequency=args.min_frequency, log=log)
+        else:
+            bpe.apply(args.codes, args.inputs, args.outputs, workers=max(1, args.workers), log=log)
+    except InputError as err:
+        log(f"error: {err}")
+        return 1
+    log(f"[bpe] {args.command} done in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
