@@ -1,0 +1,178 @@
+"""Paper grid files (``config/paper/grid-*.yaml``): loading, block expansion, checks.
+
+A grid file has three top-level keys:
+
+``models``
+    extra model configurations the sweeps need (same schema as the run
+    config's ``models:``), merged into the run config by the Snakefile.
+``decodings``
+    extra decodings (same schema as the run config's ``decodings:``).
+``outputs``
+    output name (``table1`` ... ``figure7``) -> spec.  ``blocks`` lists
+    cartesian products of pipeline cells; the Snakefile expands them to
+    metrics.json paths and passes exactly those to the renderer.  The other
+    keys are the renderer's layout (see docs/paper.md).
+
+The helpers here let tests (and the Snakefile, if it wants) check that every
+cell a table or figure shows is produced by a block, and count the training
+runs a grid costs.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import yaml
+
+from aeqa_model.io import InputError
+from aeqa_model.paper.cells import CELL_KEYS
+
+BLOCK_KEYS = ("datasets", "directions", "data", "models", "decodings")
+TABLES = tuple(f"table{i}" for i in range(1, 8))
+FIGURES = ("figure1", "figure4", "figure5", "figure6", "figure7")
+OUTPUTS = TABLES + FIGURES
+
+
+def load_grid(path: str | Path) -> dict:
+    """Read a grid file and check its top-level shape."""
+    with open(path, encoding="utf-8") as handle:
+        grid = yaml.safe_load(handle) or {}
+    for key in ("models", "decodings", "outputs"):
+        if key not in grid:
+            raise InputError(f"{path}: missing top-level key {key!r}")
+    unknown = set(grid) - {"models", "decodings", "outputs", "notice"}
+    if unknown:
+        raise InputError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
+    for name, spec in grid["outputs"].items():
+        if name not in OUTPUTS:
+            raise InputError(f"{path}: outputs.{name}: not one of {', '.join(OUTPUTS)}")
+        for key in ("caption", "kind", "blocks"):
+            if key not in spec:
+                raise InputError(f"{path}: outputs.{name}: missing {key!r}")
+        if spec["kind"] != ("table" if name.startswith("table") else "figure"):
+            raise InputError(f"{path}: outputs.{name}.kind must be {'table' if name.startswith('table') else 'figure'}")
+        for i, block in enumerate(spec["blocks"]):
+            missing = [k for k in BLOCK_KEYS if not block.get(k)]
+            if missing:
+                raise InputError(f"{path}: outputs.{name}.blocks[{i}]: missing or empty {missing}")
+    return grid
+
+
+def expand_blocks(spec: dict) -> list[tuple[str, str, str, str, str]]:
+    """All (dataset, direction, data, model, decoding) cells of a spec's blocks, in order, without repeats."""
+    seen: dict[tuple, None] = {}
+    for block in spec.get("blocks", []):
+        for cell in itertools.product(*(block[k] for k in BLOCK_KEYS)):
+            seen.setdefault(tuple(cell), None)
+    return list(seen)
+
+
+def metrics_path(run: str, cell: tuple[str, ...]) -> str:
+    """The metrics.json path of a cell (docs/formats.md)."""
+    dataset, direction, data, model, decoding = cell
+    return f"results/{run}/eval/{dataset}/{direction}/{data}/{model}/{decoding}/metrics.json"
+
+
+def training_runs(grid: dict, teacher: str | None = "at",
+                  significance_baseline: str | None = "vanilla_nat") -> set[tuple[str, str, str, str]]:
+    """Distinct (dataset, direction, data, model) cells the grid's outputs need trained.
+
+    Every decode also times the AT teacher of its (dataset, direction), and KD
+    data needs it, so the teacher's raw run is counted for every pair used;
+    evaluate's significance test decodes the baseline model
+    (``evaluate.significance_baseline``) on every (dataset, direction, data).
+    """
+    runs = set()
+    for spec in grid["outputs"].values():
+        runs.update(cell[:4] for cell in expand_blocks(spec))
+    used = list(runs)
+    if teacher:
+        runs.update((ds, di, "raw", teacher) for ds, di, _, _ in used)
+    if significance_baseline:
+        runs.update((ds, di, da, significance_baseline) for ds, di, da, _ in used)
+    return runs
+
+
+def _coords(*layers: dict) -> dict:
+    merged: dict = {"decoding": "default"}
+    for layer in layers:
+        for key in CELL_KEYS:
+            if key in layer:
+                merged[key] = layer[key]
+    return merged
+
+
+def referenced_cells(spec: dict) -> list[tuple]:
+    """Cells that a table or figure spec shows (used to check the blocks cover them)."""
+    defaults = spec.get("defaults", {})
+    cells = []
+    if spec["kind"] == "table":
+        metric_cols = [c for c in spec.get("columns", []) if not c.get("show") and not c.get("derive")]
+        for row in spec.get("rows", []):
+            if "model" not in row:
+                continue
+            for col in metric_cols:
+                c = _coords(defaults, col, row)
+                if all(c.get(k) is not None for k in CELL_KEYS):
+                    cells.append(tuple(c[k] for k in CELL_KEYS))
+    else:
+        for series in spec.get("series", []):
+            base = _coords(defaults, series)
+            points = list(series.get("points", []))
+            if "baseline" in series:
+                points.append(series["baseline"])
+            if not points:
+                points = [{}]
+            for point in points:
+                c = {**base, **{k: v for k, v in point.items() if k in CELL_KEYS}}
+                if all(c.get(k) is not None for k in CELL_KEYS):
+                    cells.append(tuple(c[k] for k in CELL_KEYS))
+    return cells
+
+
+def explicit_decodings(spec: dict) -> set[str]:
+    """Decoding keys a spec names explicitly (anything but ``default``)."""
+    names = set()
+    for block in spec.get("blocks", []):
+        names.update(block.get("decodings", []))
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if isinstance(obj.get("decoding"), str):
+                names.add(obj["decoding"])
+            for value in obj.values():
+                walk(value)
+        elif isinstance(obj, list):
+            for value in obj:
+                walk(value)
+
+    walk({k: v for k, v in spec.items() if k != "blocks"})
+    names.discard("default")
+    return names
+
+
+def check_grid(grid: dict, base_models: set[str], base_decodings: set[str], datasets: dict[str, list[str]] | None = None) -> list[str]:
+    """Problems in a grid: unknown models/decodings/datasets, shown cells no block produces."""
+    problems = []
+    models = set(base_models) | set(grid["models"])
+    decodings = set(base_decodings) | set(grid["decodings"]) | {"default"}
+    for name, spec in grid["outputs"].items():
+        produced = set(expand_blocks(spec))
+        for cell in produced:
+            ds, di, _, mo, de = cell
+            if mo not in models:
+                problems.append(f"{name}: unknown model {mo}")
+            if de not in decodings:
+                problems.append(f"{name}: unknown decoding {de}")
+            if datasets is not None and (ds not in datasets or di not in datasets[ds]):
+                problems.append(f"{name}: unknown dataset/direction {ds}/{di}")
+        shown = set(referenced_cells(spec))
+        for cell in produced - shown:
+            problems.append(f"{name}: block cell {cell} is not shown by any row/column/series (wasted run)")
+    return sorted(set(problems))
+
+
+def unproduced_cells(spec: dict) -> list[tuple]:
+    """Cells the layout has room for but no block produces: they render as "not run in this config"."""
+    produced = set(expand_blocks(spec))
+    return [c for c in referenced_cells(spec) if c not in produced]
