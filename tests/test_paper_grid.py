@@ -19,7 +19,7 @@ BASE_DECODINGS = {"beam4", "argmax"}
 ARCHS = {"at", "vanilla_nat", "ctc", "glat", "cmlm", "dat", "aeqa_nat", "aeqa_dat"}
 DEMO_DATASETS = {"demo_ende": ["en-de", "de-en"], "demo_enro": ["en-ro", "ro-en"], "demo_zhen": ["zh-en", "en-zh"]}
 PAPER_DATASETS = {"wmt14_ende": ["en-de", "de-en"], "wmt16_enro": ["en-ro", "ro-en"],
-                  "wmt17_zhen": ["zh-en", "en-zh"], "iwslt_deen": ["de-en"]}
+                  "wmt17_zhen": ["zh-en", "en-zh"], "iwslt14_deen": ["de-en"]}
 
 
 def _rows(name):
