@@ -116,7 +116,7 @@ def test_grid_is_consistent(grid_name, datasets):
 def test_demo_grid_fits_the_laptop_budget():
     grid = load_grid(PAPER_DIR / "grid-demo.yaml")
     runs = training_runs(grid)
-    assert len(runs) <= 45, sorted(runs)
+    assert len(runs) <= 50, sorted(runs)
     # Table 2's cells are reused by Tables 1, 4 and the figures rather than trained again.
     t2 = {c[:4] for c in expand_blocks(grid["outputs"]["table2"])}
     assert t2 <= {c[:4] for c in expand_blocks(grid["outputs"]["table1"])}
