@@ -12,6 +12,8 @@ rule bpe:
         codes=f"{RESULTS}/data/{{dataset}}/bpe/codes",
         done=f"{RESULTS}/data/{{dataset}}/bpe/done.json",
     params:
+        python=PYTHON,
+        scripts=SCRIPTS,
         merges=lambda wc: DATASETS[wc.dataset].get("bpe", {}).get("merges", 40000),
         train=lambda wc: " ".join(f"{data_dir(wc.dataset)}/tok/train.{l}" for l in langs(wc.dataset)),
         inputs=lambda wc: " ".join(f"{data_dir(wc.dataset)}/tok/{s}.{l}" for s in SPLITS for l in langs(wc.dataset)),
@@ -25,11 +27,13 @@ rule bpe:
         mem_mb=res("bpe", "mem_mb", 8000),
         runtime=res("bpe", "runtime", 240),
         cpus_per_task=res("bpe", "cpus_per_task", 2),
+    conda:
+        CONDA_ENV
     shell:
-        "({PYTHON} {SCRIPTS}/bpe.py learn --merges {params.merges} --codes {output.codes} --inputs {params.train}"
-        " && {PYTHON} {SCRIPTS}/bpe.py apply --codes {output.codes} --inputs {params.inputs}"
+        "({params.python} {params.scripts}/bpe.py learn --merges {params.merges} --codes {output.codes} --inputs {params.train}"
+        " && {params.python} {params.scripts}/bpe.py apply --codes {output.codes} --inputs {params.inputs}"
         " --outputs {params.outputs} --workers {threads}"
-        " && {PYTHON} -m aeqa_model.data.stamp --out {output.done} --files {params.outputs}) > {log} 2>&1"
+        " && {params.python} -m aeqa_model.data.stamp --out {output.done} --files {params.outputs}) > {log} 2>&1"
 
 
 rule binarize:
@@ -38,6 +42,7 @@ rule binarize:
     output:
         report=f"{RESULTS}/data/{{dataset}}/bin/report.json",
     params:
+        python=PYTHON,
         dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",
         train=lambda wc: " ".join(f"{data_dir(wc.dataset)}/bpe/train.{l}" for l in langs(wc.dataset)),
         inputs=lambda wc: " ".join(f"{data_dir(wc.dataset)}/bpe/{s}.{l}" for s in SPLITS for l in langs(wc.dataset)),
@@ -49,8 +54,10 @@ rule binarize:
     resources:
         mem_mb=res("binarize", "mem_mb", 8000),
         runtime=res("binarize", "runtime", 120),
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} -m aeqa_model.data.indexed --dict {params.dictionary} --build-dict-from {params.train}"
+        "{params.python} -m aeqa_model.data.indexed --dict {params.dictionary} --build-dict-from {params.train}"
         " --inputs {params.inputs} --prefixes {params.prefixes} --report {output.report} > {log} 2>&1"
 
 
@@ -62,6 +69,9 @@ rule bpe_kd:
     output:
         src=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/bpe/train.src",
         tgt=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/bpe/train.tgt",
+    params:
+        python=PYTHON,
+        scripts=SCRIPTS,
     log:
         f"{RESULTS}/logs/bpe_kd/{{dataset}}.{{direction}}.log",
     threads: res("bpe", "cpus_per_task", 2)
@@ -69,8 +79,10 @@ rule bpe_kd:
         mem_mb=res("bpe", "mem_mb", 8000),
         runtime=res("bpe", "runtime", 240),
         cpus_per_task=res("bpe", "cpus_per_task", 2),
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} {SCRIPTS}/bpe.py apply --codes {input.codes} --inputs {input.src} {input.tgt}"
+        "{params.python} {params.scripts}/bpe.py apply --codes {input.codes} --inputs {input.src} {input.tgt}"
         " --outputs {output.src} {output.tgt} --workers {threads} > {log} 2>&1"
 
 
@@ -82,6 +94,7 @@ rule binarize_kd:
     output:
         report=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/bin/report.json",
     params:
+        python=PYTHON,
         dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",
         prefix=lambda wc: f"{data_dir(wc.dataset)}/kd/{wc.direction}/bin/train",
     log:
@@ -89,6 +102,8 @@ rule binarize_kd:
     resources:
         mem_mb=res("binarize", "mem_mb", 8000),
         runtime=res("binarize", "runtime", 120),
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} -m aeqa_model.data.indexed --dict {params.dictionary} --inputs {input.src} {input.tgt}"
+        "{params.python} -m aeqa_model.data.indexed --dict {params.dictionary} --inputs {input.src} {input.tgt}"
         " --prefixes {params.prefix}.src {params.prefix}.tgt --report {output.report} > {log} 2>&1"

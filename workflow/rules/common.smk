@@ -12,6 +12,9 @@ from aeqa_model.provenance import config_sha256
 PYTHON = sys.executable
 ROOT = Path(workflow.basedir).parent
 SCRIPTS = ROOT / "scripts"
+# Software of every rule (used with --use-conda / --sdm conda); the pinned pip
+# environment of scripts/setup_env.sh is the tested equivalent.
+CONDA_ENV = str(ROOT / "envs/environment-gpu.yaml")
 
 
 def _merge_paper_grid(cfg):
@@ -291,3 +294,42 @@ TRAIN_SHELL = (
     " --out-dir {params.out_dir} --output {output.model} --seed {params.seed} --device {params.device}"
     " --threads {threads} --config-sha256 {params.config_sha} > {log} 2>&1"
 )
+
+
+# ----------------------------------------------- stage input functions --
+def shard_count():
+    return int(config["distill"]["shards"])
+
+
+def decode_inputs(wc):
+    inputs = {"model": model_path(wc.dataset, wc.direction, wc.data, wc.model),
+              "binarized": f"{data_dir(wc.dataset)}/bin/report.json",
+              "at_reference": teacher_path(wc)}
+    if DECODINGS[wc.decoding].get("strategy") == "npd" and DECODINGS[wc.decoding].get("rerank", "teacher") == "teacher":
+        inputs["teacher"] = teacher_path(wc)
+    return inputs
+
+
+def baseline_cell(wc):
+    """Significance baseline: evaluate.significance_baseline on the same data (none for itself)."""
+    base = config["evaluate"].get("significance_baseline")
+    if not base or base == wc.model or base not in MODELS:
+        return None
+    return decode_dir(wc.dataset, wc.direction, wc.data, base, default_decoding(base))
+
+
+def evaluate_inputs(wc):
+    d = decode_dir(wc.dataset, wc.direction, wc.data, wc.model, wc.decoding)
+    inputs = {"tok": f"{d}/hyp.tok", "detok": f"{d}/hyp.detok", "speed": f"{d}/speed.json",
+              "prepared": f"{data_dir(wc.dataset)}/tok/report.json"}
+    base = baseline_cell(wc)
+    if base:
+        inputs["baseline"] = f"{base}/hyp.tok"
+    return inputs
+
+
+def paper_outputs(name):
+    base = f"{RESULTS}/paper/{name}"
+    if output_kind(name) == "table":
+        return {"md": f"{base}.md", "tex": f"{base}.tex", "csv": f"{base}.csv"}
+    return {"png": f"{base}.png", "pdf": f"{base}.pdf"}

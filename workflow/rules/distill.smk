@@ -5,10 +5,6 @@
 # binarize_kd with the raw data's codes and dictionary.
 
 
-def shard_count():
-    return int(config["distill"]["shards"])
-
-
 rule distill_shard:
     input:
         binarized=f"{RESULTS}/data/{{dataset}}/bin/report.json",
@@ -16,6 +12,7 @@ rule distill_shard:
     output:
         shard=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/shards/{{shard}}.tok",
     params:
+        python=PYTHON,
         dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",
         src=lambda wc: bin_prefix(wc.dataset, "train", src_tgt(wc.direction)[0]),
         tgt=lambda wc: bin_prefix(wc.dataset, "train", src_tgt(wc.direction)[1]),
@@ -34,8 +31,10 @@ rule distill_shard:
         mem_mb=res("distill_shard", "mem_mb", 4000),
         runtime=res("distill_shard", "runtime", 60),
         cpus_per_task=res("distill_shard", "cpus_per_task", config.get("threads", 1)),
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} -m aeqa_model.decode.cli --model {input.teacher} --dict {params.dictionary}"
+        "{params.python} -m aeqa_model.decode.cli --model {input.teacher} --dict {params.dictionary}"
         " --src-prefix {params.src} --tgt-prefix {params.tgt} --decoding {params.decoding:q}"
         " --tgt-lang {params.tgt_lang} --out-tok {output.shard} --shard {wildcards.shard}"
         " --num-shards {params.shards} --max-tokens {params.max_tokens} --device {params.device}"
@@ -51,10 +50,13 @@ rule distill_gather:
         tgt=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/tok/train.tgt",
         report=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/tok/report.json",
     params:
+        python=PYTHON,
         src=lambda wc: f"{data_dir(wc.dataset)}/tok/train.{src_tgt(wc.direction)[0]}",
         ref=lambda wc: f"{data_dir(wc.dataset)}/tok/train.{src_tgt(wc.direction)[1]}",
     log:
         f"{RESULTS}/logs/distill_gather/{{dataset}}.{{direction}}.log",
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} -m aeqa_model.distill --shards {input.shards} --src {params.src} --ref {params.ref}"
+        "{params.python} -m aeqa_model.distill --shards {input.shards} --src {params.src} --ref {params.ref}"
         " --out-src {output.src} --out-tgt {output.tgt} --report {output.report} > {log} 2>&1"

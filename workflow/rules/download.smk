@@ -7,6 +7,8 @@ rule download:
     output:
         manifest=f"{RESULTS}/data/{{dataset}}/orig/manifest.json",
     params:
+        python=PYTHON,
+        scripts=SCRIPTS,
         dataset_spec=lambda wc: jq(DATASETS[wc.dataset]),
         sources_spec=lambda wc: jq({s: config["sources"][s] for s in DATASETS[wc.dataset].get("sources", [])}),
         cache=os.environ.get("AEQA_DATA_CACHE", config.get("cache_dir", "results/.cache")),
@@ -20,7 +22,9 @@ rule download:
         mem_mb=res("download", "mem_mb", 4000),
         runtime=res("download", "runtime", 120),
         cpus_per_task=1,
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} {SCRIPTS}/download.py --dataset {wildcards.dataset} --dataset-spec {params.dataset_spec:q}"
+        "{params.python} {params.scripts}/download.py --dataset {wildcards.dataset} --dataset-spec {params.dataset_spec:q}"
         " --sources-spec {params.sources_spec:q} --cache-dir {params.cache:q} --out-dir {params.out_dir:q}"
         " > {log} 2>&1"

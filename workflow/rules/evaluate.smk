@@ -3,15 +3,6 @@
 # in the same process on the same device (speed.json).
 
 
-def decode_inputs(wc):
-    inputs = {"model": model_path(wc.dataset, wc.direction, wc.data, wc.model),
-              "binarized": f"{data_dir(wc.dataset)}/bin/report.json",
-              "at_reference": teacher_path(wc)}
-    if DECODINGS[wc.decoding].get("strategy") == "npd" and DECODINGS[wc.decoding].get("rerank", "teacher") == "teacher":
-        inputs["teacher"] = teacher_path(wc)
-    return inputs
-
-
 rule decode:
     input:
         unpack(decode_inputs),
@@ -21,6 +12,7 @@ rule decode:
         detok=f"{RESULTS}/decode/{{dataset}}/{{direction}}/{{data}}/{{model}}/{{decoding}}/hyp.detok",
         speed=f"{RESULTS}/decode/{{dataset}}/{{direction}}/{{data}}/{{model}}/{{decoding}}/speed.json",
     params:
+        python=PYTHON,
         dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",
         src=lambda wc: bin_prefix(wc.dataset, config["evaluate"]["test_split"], src_tgt(wc.direction)[0]),
         tgt=lambda wc: bin_prefix(wc.dataset, config["evaluate"]["test_split"], src_tgt(wc.direction)[1]),
@@ -40,30 +32,14 @@ rule decode:
         mem_mb=res("decode", "mem_mb", 4000),
         runtime=res("decode", "runtime", 30),
         cpus_per_task=res("decode", "cpus_per_task", config.get("threads", 1)),
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} -m aeqa_model.decode.cli --model {input.model} --dict {params.dictionary}"
+        "{params.python} -m aeqa_model.decode.cli --model {input.model} --dict {params.dictionary}"
         " --src-prefix {params.src} --tgt-prefix {params.tgt} --decoding {params.decoding:q} {params.teacher}"
         " --tgt-lang {params.tgt_lang} --out-bpe {output.bpe} --out-tok {output.tok} --out-detok {output.detok}"
         " --speed-out {output.speed} --speed-reference {input.at_reference} --speed-subset {params.subset}"
         " --speed-warmup {params.warmup} --device {params.device} --threads {threads} > {log} 2>&1"
-
-
-def baseline_cell(wc):
-    """Significance baseline: evaluate.significance_baseline on the same data (none for itself)."""
-    base = config["evaluate"].get("significance_baseline")
-    if not base or base == wc.model or base not in MODELS:
-        return None
-    return decode_dir(wc.dataset, wc.direction, wc.data, base, default_decoding(base))
-
-
-def evaluate_inputs(wc):
-    d = decode_dir(wc.dataset, wc.direction, wc.data, wc.model, wc.decoding)
-    inputs = {"tok": f"{d}/hyp.tok", "detok": f"{d}/hyp.detok", "speed": f"{d}/speed.json",
-              "prepared": f"{data_dir(wc.dataset)}/tok/report.json"}
-    base = baseline_cell(wc)
-    if base:
-        inputs["baseline"] = f"{base}/hyp.tok"
-    return inputs
 
 
 rule evaluate:
@@ -72,6 +48,8 @@ rule evaluate:
     output:
         metrics=f"{RESULTS}/eval/{{dataset}}/{{direction}}/{{data}}/{{model}}/{{decoding}}/metrics.json",
     params:
+        python=PYTHON,
+        scripts=SCRIPTS,
         ref_tok=lambda wc: f"{data_dir(wc.dataset)}/tok/{config['evaluate']['test_split']}.{src_tgt(wc.direction)[1]}",
         ref_detok=lambda wc: f"{data_dir(wc.dataset)}/orig/{config['evaluate']['test_split']}.{src_tgt(wc.direction)[1]}",
         src_detok=lambda wc: f"{data_dir(wc.dataset)}/orig/{config['evaluate']['test_split']}.{src_tgt(wc.direction)[0]}",
@@ -91,8 +69,10 @@ rule evaluate:
     resources:
         mem_mb=res("evaluate", "mem_mb", 4000),
         runtime=res("evaluate", "runtime", 30),
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} {SCRIPTS}/evaluate.py --hyp-tok {input.tok} --ref-tok {params.ref_tok}"
+        "{params.python} {params.scripts}/evaluate.py --hyp-tok {input.tok} --ref-tok {params.ref_tok}"
         " --hyp-detok {input.detok} --ref-detok {params.ref_detok} --src-detok {params.src_detok}"
         " --tgt-lang {params.tgt_lang} --spec {params.spec:q} --cell {params.cell:q}"
         " --provenance {params.provenance:q} --speed {input.speed} {params.baseline}"

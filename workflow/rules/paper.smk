@@ -2,13 +2,6 @@
 # ask for by name, e.g. results/demo/paper/table5.md), and the index.
 
 
-def paper_outputs(name):
-    base = f"{RESULTS}/paper/{name}"
-    if output_kind(name) == "table":
-        return {"md": f"{base}.md", "tex": f"{base}.tex", "csv": f"{base}.csv"}
-    return {"png": f"{base}.png", "pdf": f"{base}.pdf"}
-
-
 for _name in config.get("outputs", {}):
 
     rule:
@@ -21,14 +14,18 @@ for _name in config.get("outputs", {}):
                    if k in ("md", "png") and (ROOT / f"workflow/report/{_name}.rst").exists() else v)
                for k, v in paper_outputs(_name).items()},
         params:
+            python=PYTHON,
+            scripts=SCRIPTS,
             target=_name,
             spec=jq(config["outputs"][_name]),
             paper_dir=str(ROOT / "config/paper"),
-            out_dir=f"{RESULTS}/paper",
+            out_dir=lambda wc, output: str(Path(output[0]).parent),
         log:
             f"{RESULTS}/logs/paper/{_name}.log",
+        conda:
+            CONDA_ENV
         shell:
-            "{PYTHON} {SCRIPTS}/render_paper.py --target {params.target} --spec {params.spec:q}"
+            "{params.python} {params.scripts}/render_paper.py --target {params.target} --spec {params.spec:q}"
             " --paper-dir {params.paper_dir} --metrics {input.metrics} --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -38,10 +35,14 @@ rule paper_index:
     output:
         f"{RESULTS}/paper/README.md",
     params:
+        python=PYTHON,
+        scripts=SCRIPTS,
         paper_dir=str(ROOT / "config/paper"),
-        out_dir=f"{RESULTS}/paper",
+        out_dir=lambda wc, output: str(Path(output[0]).parent),
     log:
         f"{RESULTS}/logs/paper/index.log",
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} {SCRIPTS}/render_paper.py --target index --spec '{{}}' --paper-dir {params.paper_dir}"
+        "{params.python} {params.scripts}/render_paper.py --target index --spec '{{}}' --paper-dir {params.paper_dir}"
         " --inputs {input} --out-dir {params.out_dir} > {log} 2>&1"

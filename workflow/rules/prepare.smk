@@ -8,6 +8,8 @@ rule prepare:
     output:
         report=f"{RESULTS}/data/{{dataset}}/tok/report.json",
     params:
+        python=PYTHON,
+        scripts=SCRIPTS,
         spec=lambda wc: jq(DATASETS[wc.dataset].get("prepare", {})),
         langs=lambda wc: " ".join(langs(wc.dataset)),
         in_dir=lambda wc, input: str(Path(input.manifest).parent),
@@ -21,6 +23,8 @@ rule prepare:
         mem_mb=res("prepare", "mem_mb", 4000),
         runtime=res("prepare", "runtime", 240),
         cpus_per_task=res("prepare", "cpus_per_task", 2),
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} {SCRIPTS}/prepare.py --spec {params.spec:q} --langs {params.langs} --in-dir {params.in_dir:q}"
+        "{params.python} {params.scripts}/prepare.py --spec {params.spec:q} --langs {params.langs} --in-dir {params.in_dir:q}"
         " --out-dir {params.out_dir:q} --workers {threads} > {log} 2>&1"

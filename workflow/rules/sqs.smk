@@ -11,6 +11,7 @@ rule pretrain_sqs_encoder:
         encoder=f"{RESULTS}/sqs/{{dataset}}/encoder.pt",
         stats=f"{RESULTS}/sqs/{{dataset}}/encoder_stats.json",
     params:
+        python=PYTHON,
         spec=jq(config["pretrain_sqs"]),
         src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
         tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
@@ -25,8 +26,10 @@ rule pretrain_sqs_encoder:
         mem_mb=res("pretrain_sqs", "mem_mb", 4000),
         runtime=res("pretrain_sqs", "runtime", 60),
         cpus_per_task=res("pretrain_sqs", "cpus_per_task", config.get("threads", 1)),
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} -m aeqa_model.sqs_pretrain --stage encoder --spec {params.spec:q} --src-text {params.src}"
+        "{params.python} -m aeqa_model.sqs_pretrain --stage encoder --spec {params.spec:q} --src-text {params.src}"
         " --tgt-text {params.tgt} --codebook-size 0 --dim 0 --encoder-out {output.encoder}"
         " --out /dev/null --stats {output.stats} --seed {params.seed} --threads {threads} > {log} 2>&1"
 
@@ -38,6 +41,7 @@ rule pretrain_sqs:
         sqs=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}/sqs.pt",
         stats=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}/stats.json",
     params:
+        python=PYTHON,
         spec=jq(config["pretrain_sqs"]),
         src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
         tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
@@ -52,8 +56,10 @@ rule pretrain_sqs:
         mem_mb=res("pretrain_sqs", "mem_mb", 4000),
         runtime=res("pretrain_sqs", "runtime", 60),
         cpus_per_task=res("pretrain_sqs", "cpus_per_task", config.get("threads", 1)),
+    conda:
+        CONDA_ENV
     shell:
-        "{PYTHON} -m aeqa_model.sqs_pretrain --stage align --spec {params.spec:q} --src-text {params.src}"
+        "{params.python} -m aeqa_model.sqs_pretrain --stage align --spec {params.spec:q} --src-text {params.src}"
         " --tgt-text {params.tgt} --codebook-size {wildcards.k} --dim {wildcards.dim}"
         " --encoder-out {input.encoder} --out {output.sqs} --stats {output.stats} --seed {params.seed}"
         " --threads {threads} > {log} 2>&1"

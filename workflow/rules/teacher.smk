@@ -9,6 +9,7 @@ rule train_teacher:
     wildcard_constraints:
         model=TEACHER,
     params:
+        python=PYTHON,
         p=train_params,
         launcher=lambda wc, resources: launcher(resources),
         out_dir=lambda wc, output: str(Path(output.model).parent),
@@ -26,5 +27,7 @@ rule train_teacher:
         runtime=res("train_teacher", "runtime", 60),
         cpus_per_task=res("train_teacher", "cpus_per_task", config.get("threads", 1)),
         slurm_extra=slurm_extra("train_teacher"),
+    conda:
+        CONDA_ENV
     shell:
         TRAIN_SHELL

@@ -13,6 +13,7 @@ rule train_nat:
     wildcard_constraints:
         data="raw|kd",
     params:
+        python=PYTHON,
         p=train_params,
         launcher=lambda wc, resources: launcher(resources),
         out_dir=lambda wc, output: str(Path(output.model).parent),
@@ -30,5 +31,7 @@ rule train_nat:
         runtime=res("train_nat", "runtime", 60),
         cpus_per_task=res("train_nat", "cpus_per_task", config.get("threads", 1)),
         slurm_extra=slurm_extra("train_nat"),
+    conda:
+        CONDA_ENV
     shell:
         TRAIN_SHELL
