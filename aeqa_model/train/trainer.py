@@ -159,7 +159,24 @@ class Trainer:
             for old in olds[:-keep]:
                 old.unlink(missing_ok=True)
 
+    def _clean_stale_temporaries(self) -> None:
+        """A job killed while writing a checkpoint leaves only a hidden temp file
+        (the real file is renamed into place last); remove such leftovers."""
+        for tmp in self.out_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    def _truncate_csv(self, update: int) -> None:
+        """Drop log rows newer than the checkpoint we resume from (they will be redone)."""
+        if not self.csv_path.exists() or self.rank != 0:
+            return
+        with open(self.csv_path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= update] if rows else []
+        with atomic_open(self.csv_path) as handle:
+            csv.writer(handle).writerows(kept)
+
     def try_resume(self) -> bool:
+        self._clean_stale_temporaries()
         if not self.last_path.exists():
             return False
         ckpt = torch.load(self.last_path, map_location="cpu", weights_only=False)
@@ -168,6 +185,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
         set_rng_state(ckpt["rng"])
+        self._truncate_csv(self.state.update)
         self.log(f"resumed from {self.last_path} at update {self.state.update} "
                  f"(epoch {self.state.epoch}, batch {self.state.batch_in_epoch})")
         return True

@@ -1,0 +1,67 @@
+"""Two CPU processes with DDP (gloo) produce the gradients of one process on the joined batch."""
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from aeqa_model.data.batching import ParallelCorpus
+from aeqa_model.data.dictionary import Dictionary
+from aeqa_model.models.base import total_loss
+from aeqa_model.train.trainer import Trainer
+
+MODEL = {"arch": "vanilla_nat", "size": "t"}
+SIZES = {"t": {"embed_dim": 32, "ffn_dim": 64, "heads": 4, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.0}}
+SPEC = {"max_updates": 1, "max_tokens": 200, "lr": 1e-3, "warmup_updates": 1, "label_smoothing": 0.1}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _equal_token_halves(corpus: ParallelCorpus):
+    """Two groups of 4 sentences with equal target-token and sentence counts."""
+    by_len: dict[int, list[int]] = {}
+    for i in range(len(corpus)):
+        by_len.setdefault(int(corpus.tgt.sizes[i]), []).append(i)
+    pairs = [ids[:2] for ids in by_len.values() if len(ids) >= 2][:4]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _worker(rank, world, port, corpus_dir, out_dir):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    d = Dictionary.load(f"{corpus_dir}/dict.txt")
+    corpus = ParallelCorpus(f"{corpus_dir}/train.src", f"{corpus_dir}/train.tgt", d)
+    trainer = Trainer(MODEL, SPEC, d, corpus, None, f"{out_dir}/rank{rank}", seed=3, device="cpu",
+                      sizes=SIZES, log=lambda *_: None)
+    halves = _equal_token_halves(corpus)
+    batch = corpus.batch(halves[rank])
+    total_loss(trainer._forward(batch, 0)).backward()
+    if rank == 0:
+        torch.save({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None},
+                   f"{out_dir}/ddp_grads.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.timeout(180)
+def test_ddp_gradients_equal_single_process_on_joined_batch(corpus_dir, tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(corpus_dir), str(tmp_path)), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "ddp_grads.pt")
+
+    d = Dictionary.load(corpus_dir / "dict.txt")
+    corpus = ParallelCorpus(corpus_dir / "train.src", corpus_dir / "train.tgt", d)
+    single = Trainer(MODEL, SPEC, d, corpus, None, tmp_path / "single", seed=3, device="cpu", sizes=SIZES,
+                     log=lambda *_: None)
+    first, second = _equal_token_halves(corpus)
+    total_loss(single.model.losses(corpus.batch(first + second), 0)).backward()
+    grads = {n: p.grad for n, p in single.model.named_parameters() if p.grad is not None}
+    assert set(grads) == set(ddp)
+    for name, grad in grads.items():
+        torch.testing.assert_close(ddp[name], grad, rtol=1e-4, atol=1e-6, msg=name)
