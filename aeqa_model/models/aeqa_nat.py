@@ -115,7 +115,10 @@ class AEQANAT(VanillaNAT):
         target, tgt_lengths = batch.target, batch.target_lengths
         enc, enc_mask = self.encode(batch.src)                                       # H_x
         y_mask = target.eq(self.pad)
-        h_y = self.encoder.forward_embedded(self.embed(target), y_mask)              # H_y = f_enc(Y)
+        # H_y = f_enc(Y). Every use of it is behind a stop-gradient (Eq. 9, 10) or is a
+        # codebook vector (glancing, Eq. 11), so the encoder pass over Y needs no backward.
+        with torch.no_grad():
+            h_y = self.encoder.forward_embedded(self.embed(target), y_mask)
         q_x = self.sqs(enc, enc_mask)                                                # Eq. 4
         q_y = self.sqs(h_y, y_mask)                                                  # Eq. 5
         h_m, tgt_mask = self.copy_inputs(enc, enc_mask, tgt_lengths)                 # softcopy
@@ -141,7 +144,7 @@ class AEQANAT(VanillaNAT):
                     base = tgt_lengths.float()                                         # uniform: |Y|
                 counts = torch.floor(ratio * base).long()
                 glanced = choose_glance_positions(torch.rand(target.shape, device=target.device), counts, tgt_mask)
-            inputs = torch.where(glanced.unsqueeze(-1), q_y.straight.to(inputs.dtype), inputs)
+            inputs = torch.where(glanced.unsqueeze(-1), q_y.codes.to(inputs.dtype), inputs)
 
         layer_logits, last = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
         loss_target = target.masked_fill(glanced, self.pad) if self.glance_loss == "unglanced" else target

@@ -1,0 +1,68 @@
+"""Shared helpers for the benchmarks: device description, synthetic batches, timers."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from aeqa_model.data.batching import collate
+from aeqa_model.data.dictionary import Dictionary
+
+
+def device_info(device: torch.device) -> dict:
+    info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def synthetic_dictionary(vocab: int) -> Dictionary:
+    return Dictionary([f"w{i}" for i in range(vocab)])
+
+
+def synthetic_batch(d: Dictionary, sentences: int, min_len: int, max_len: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    src = [rng.integers(6, len(d), size=int(rng.integers(min_len, max_len))) for _ in range(sentences)]
+    tgt = [rng.integers(6, len(d), size=max(1, len(s) + int(rng.integers(-2, 3)))) for s in src]
+    return collate(list(range(sentences)), src, tgt, d)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, repeat: int, warmup: int = 2) -> float:
+    """Mean seconds per call after ``warmup`` calls, with device synchronisation."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / repeat
+
+
+def report(name: str, rows: list[dict], info: dict) -> None:
+    print(f"# {name}")
+    print(json.dumps(info))
+    for row in rows:
+        print(json.dumps(row))
+
+
+def interleaved(fns: dict, device, rounds: int, repeat: int, warmup: int = 2) -> dict:
+    """Median seconds per call of each function, measured in alternating rounds so
+    that background load affects all of them alike (ratios stay meaningful)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(timed(fn, device, repeat, warmup=0))
+    return {name: float(np.median(values)) for name, values in samples.items()}

@@ -1,0 +1,78 @@
+"""AEQA-NAT overhead over vanilla NAT at the same model size, measured side by side.
+
+Prints training tokens/s of both (forward + backward + optimizer step on the same
+synthetic batches) and batch-1 decoding latency of both, and the ratios
+(targets: training >= 0.8x, decoding >= 0.95x of vanilla NAT).
+
+    python benchmarks/aeqa_overhead.py [--size demo|base] [--device cpu|cuda] [--amp bf16]
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from _common import device_info, interleaved, report, synthetic_batch, synthetic_dictionary
+from aeqa_model.decode import generate
+from aeqa_model.models.base import total_loss
+from aeqa_model.train.build import build_model
+
+SIZES = {"demo": dict(embed_dim=64, ffn_dim=256, heads=4, encoder_layers=2, decoder_layers=2, dropout=0.1),
+         "base": dict(embed_dim=512, ffn_dim=2048, heads=8, encoder_layers=6, decoder_layers=6, dropout=0.1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--size", default="demo", choices=SIZES)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", default="none", choices=["none", "bf16"])
+    p.add_argument("--vocab", type=int, default=8000)
+    p.add_argument("--sentences", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--decode-sentences", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    d = synthetic_dictionary(args.vocab)
+    batch = synthetic_batch(d, args.sentences, 10, 40).to(device)
+    dtype = torch.bfloat16 if args.amp == "bf16" else None
+    train_fns, decode_fns = {}, {}
+    singles = [batch.src[i:i + 1, : int(batch.src_lengths[i])] for i in range(args.decode_sentences)]
+    for name, spec in (("vanilla_nat", {"arch": "vanilla_nat"}),
+                       ("aeqa_nat", {"arch": "aeqa_nat", "codebook_size": 2048})):
+        model = build_model({**spec, "size": args.size}, d, {args.size: SIZES[args.size]},
+                            {"max_updates": 1000}).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(model=model, opt=opt):
+            model.train()
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = total_loss(model.losses(batch, 500))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def decode_all(model=model):
+            model.eval()
+            for src in singles:  # batch size 1, one sentence at a time
+                generate(model, src, {"strategy": "argmax"})
+
+        train_fns[name], decode_fns[name] = step, decode_all
+    train = interleaved(train_fns, device, rounds=args.rounds, repeat=max(1, args.steps // args.rounds))
+    decode = interleaved(decode_fns, device, rounds=args.rounds, repeat=1)
+    rows, speeds = [], {}
+    for name in train_fns:
+        tok_s, latency = batch.ntokens / train[name], decode[name] / len(singles)
+        speeds[name] = (tok_s, latency)
+        rows.append({"model": name, "train_tokens_per_s": round(tok_s, 1),
+                     "decode_ms_per_sentence": round(1000 * latency, 3)})
+    base_tok, base_lat = speeds["vanilla_nat"]
+    aeqa_tok, aeqa_lat = speeds["aeqa_nat"]
+    rows.append({"ratio": "aeqa/vanilla", "training_throughput": round(aeqa_tok / base_tok, 3),
+                 "decoding_speed": round(base_lat / aeqa_lat, 3)})
+    report(f"aeqa_overhead size={args.size} amp={args.amp}", rows, device_info(device))
+
+
+if __name__ == "__main__":
+    main()
