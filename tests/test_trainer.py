@@ -13,6 +13,7 @@ MODEL = {"arch": "at", "size": "t", "embed_dim": 32, "ffn_dim": 64, "heads": 4, 
          "decoder_layers": 1}
 SIZES = {"t": {"embed_dim": 32, "ffn_dim": 64, "heads": 4, "encoder_layers": 1, "decoder_layers": 1, "dropout": 0.1}}
 SPEC = {"max_updates": 8, "max_tokens": 120, "update_freq": 2, "lr": 1e-3, "warmup_updates": 3,
+        "validate_bleu_sentences": 10,
         "validate_every": 4, "save_every": 2, "keep_last": 2, "weight_decay": 0.01, "clip_norm": 1.0}
 
 
@@ -74,8 +75,13 @@ def test_checkpoints_rotate_and_final_model_loads(train_valid, dictionary, tmp_p
     torch.save(payload, tmp_path / "model.pt")
     model = load_model(tmp_path / "model.pt")
     assert model.arch == "at"
-    log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
-    assert log[0].startswith("update,epoch,lr,loss") and len(log) == 1 + SPEC["max_updates"]
+    import csv
+
+    with open(tmp_path / "run" / "train_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == SPEC["max_updates"] and [int(r["update"]) for r in rows] == list(range(1, 9))
+    assert rows[3]["valid_loss"] and not rows[2]["valid_loss"]          # validate_every = 4
+    assert float(rows[-1]["valid_bleu"]) >= 0.0
 
 
 def test_training_reduces_loss(train_valid, dictionary, tmp_path):

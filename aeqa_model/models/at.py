@@ -10,6 +10,7 @@ from aeqa_model.models.transformer import Decoder
 class ATTransformer(Seq2SeqModel):
     arch = "at"
     default_decoding = "beam4"
+    validation_decoding = {"strategy": "greedy"}
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)

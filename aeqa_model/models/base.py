@@ -42,6 +42,8 @@ class Seq2SeqModel(nn.Module):
 
     arch = "base"
     default_decoding = "argmax"
+    # Cheap decoding used for validation BLEU during training.
+    validation_decoding = {"strategy": "argmax"}
 
     def __init__(self, dictionary: Dictionary, cfg: TransformerConfig, options: dict):
         super().__init__()

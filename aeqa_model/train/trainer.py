@@ -215,12 +215,44 @@ class Trainer:
         self.model.train()
         return total / max(weight, 1)
 
+    @torch.no_grad()
+    def validation_bleu(self) -> float | None:
+        """Tokenized BLEU (BPE removed) of the first ``validate_bleu_sentences`` validation
+        sentences, decoded with the model's cheap validation decoding."""
+        n = int(self.spec.get("validate_bleu_sentences", 0))
+        if n <= 0 or self.valid_data is None or len(self.valid_data) == 0:
+            return None
+        import sacrebleu
+
+        from aeqa_model.decode import generate
+
+        self.model.eval()
+        d = self.model.dictionary
+        ids = list(range(min(n, len(self.valid_data))))
+        hyps, refs = [], []
+        for start in range(0, len(ids), 64):
+            batch = self.valid_data.batch(ids[start:start + 64]).to(self.device)
+            for hyp, ref in zip(generate(self.model, batch.src, self.model.validation_decoding), batch.target.tolist()):
+                hyps.append((d.decode(hyp) + " ").replace("@@ ", "").strip())
+                refs.append((d.decode(ref) + " ").replace("@@ ", "").strip())
+        self.model.train()
+        return float(sacrebleu.corpus_bleu(hyps, [refs], tokenize="none", force=True).score)
+
+    VALIDATION_FIELDS = ("valid_loss", "valid_bleu", "codes_used", "code_perplexity")
+
     def _write_csv(self, row: dict) -> None:
+        """One row per update with a fixed header (validation columns empty between
+        validations), so the log loads as a table."""
         if self.rank != 0:
             return
         new = not self.csv_path.exists()
+        if new:
+            self._csv_fields = list(row) + [f for f in self.VALIDATION_FIELDS if f not in row]
+        elif not getattr(self, "_csv_fields", None):
+            with open(self.csv_path, newline="", encoding="utf-8") as handle:
+                self._csv_fields = next(csv.reader(handle))
         with open(self.csv_path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
+            writer = csv.DictWriter(handle, fieldnames=self._csv_fields, restval="", extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)
@@ -280,6 +312,9 @@ class Trainer:
                 if self.state.update % validate_every == 0 or self.state.update == self.max_updates:
                     valid = self.validate()
                     row["valid_loss"] = valid
+                    bleu = self.validation_bleu()
+                    if bleu is not None:
+                        row["valid_bleu"] = bleu
                     if hasattr(self.model, "sqs"):
                         stats = self.model.sqs.statistics()
                         row["codes_used"], row["code_perplexity"] = stats["used"], stats["perplexity"]
@@ -288,7 +323,8 @@ class Trainer:
                         self.state.best_valid = valid
                         if self.rank == 0:
                             save_checkpoint(self.out_dir / "checkpoint_best.pt", {"model": model_payload(self.model)})
-                    self.log(f"update {self.state.update}: train loss {loss_value:.4f}, valid loss {valid:.4f}")
+                    self.log(f"update {self.state.update}: train loss {loss_value:.4f}, valid loss {valid:.4f}"
+                             + (f", valid BLEU {bleu:.2f}" if bleu is not None else ""))
                 self._write_csv(row)
                 if self.state.update % save_every == 0:
                     self.save("periodic")
