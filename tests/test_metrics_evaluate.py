@@ -147,3 +147,15 @@ def test_script_entry_point(cell_files):
     m = json.loads(out.read_text())["metrics"]
     assert m["comet"]["score"] is None and m["comet"]["status"].startswith("not available:")
     assert m["bleurt"]["score"] is None
+
+
+def test_multi_reference_taken_from_the_multi_reference_set(cell_files):
+    tmp, f = cell_files
+    multi = tmp / "multi.json"
+    assert main(_argv(f, multi, extra_refs_tok=[f["ref2_tok"]])) == 0
+    expected = json.loads(multi.read_text())["metrics"]["multi_reference"]
+    out = tmp / "main.json"
+    assert main(_argv(f, out, multi_reference_from=str(multi))) == 0
+    merged = json.loads(out.read_text())["metrics"]["multi_reference"]
+    assert merged["score"] == expected["score"] and merged["n_refs"] == 2
+    assert merged["evaluated_on"]["file"] == str(multi)

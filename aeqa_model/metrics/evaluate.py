@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-name", help="name of the baseline cell, recorded in 'significance'")
     p.add_argument("--extra-refs-tok", nargs="+", default=None,
                    help="additional tokenized reference files for multi-reference BLEU")
+    p.add_argument("--multi-reference-from", default=None,
+                   help="metrics.json of the same model on a multi-reference set (e.g. Ott et al. 2018); "
+                        "its multi_reference entry replaces this one's (Table 4)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -215,6 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             baseline_hyp_tok=baseline[1] if baseline else None,
             baseline_name=(args.baseline_name or args.baseline_hyp_tok) if baseline else None,
             extra_refs_tok=extra or None, progress=not args.no_progress)
+        if args.multi_reference_from:
+            other = _json_arg(args.multi_reference_from, "--multi-reference-from")
+            entry = dict(other["metrics"]["multi_reference"])
+            entry["evaluated_on"] = {"file": args.multi_reference_from, "cell": other.get("cell"),
+                                     "n_sentences": other.get("n_sentences")}
+            metrics["multi_reference"] = entry
     except InputError as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2

@@ -2,7 +2,6 @@
 # languages, applied to every split; then the joint dictionary and the
 # memory-mappable binarized splits. KD corpora reuse the raw codes and dictionary.
 
-SPLITS = ["train", "valid", "test"]
 
 
 rule bpe:
@@ -11,13 +10,15 @@ rule bpe:
     output:
         codes=f"{RESULTS}/data/{{dataset}}/bpe/codes",
         done=f"{RESULTS}/data/{{dataset}}/bpe/done.json",
+    wildcard_constraints:
+        dataset="|".join(TRAINABLE) or "^$",
     params:
         python=PYTHON,
         scripts=SCRIPTS,
         merges=lambda wc: DATASETS[wc.dataset].get("bpe", {}).get("merges", 40000),
         train=lambda wc: " ".join(f"{data_dir(wc.dataset)}/tok/train.{l}" for l in langs(wc.dataset)),
-        inputs=lambda wc: " ".join(f"{data_dir(wc.dataset)}/tok/{s}.{l}" for s in SPLITS for l in langs(wc.dataset)),
-        outputs=lambda wc: " ".join(f"{data_dir(wc.dataset)}/bpe/{s}.{l}" for s in SPLITS for l in langs(wc.dataset)),
+        inputs=lambda wc: " ".join(text_files(wc.dataset, "tok")),
+        outputs=lambda wc: " ".join(text_files(wc.dataset, "bpe")),
     log:
         f"{RESULTS}/logs/bpe/{{dataset}}.log",
     benchmark:
@@ -36,17 +37,47 @@ rule bpe:
         " && {params.python} -m aeqa_model.data.stamp --out {output.done} --files {params.outputs}) > {log} 2>&1"
 
 
+rule bpe_eval_only:
+    input:
+        report=f"{RESULTS}/data/{{dataset}}/tok/report.json",
+        parent=lambda wc: f"{data_dir(model_dataset(wc.dataset))}/bpe/done.json",
+    output:
+        done=f"{RESULTS}/data/{{dataset}}/bpe/done.json",
+    wildcard_constraints:
+        dataset="|".join(EVAL_ONLY) or "^$",
+    params:
+        python=PYTHON,
+        scripts=SCRIPTS,
+        codes=lambda wc: f"{data_dir(model_dataset(wc.dataset))}/bpe/codes",
+        inputs=lambda wc: " ".join(text_files(wc.dataset, "tok")),
+        outputs=lambda wc: " ".join(text_files(wc.dataset, "bpe")),
+    log:
+        f"{RESULTS}/logs/bpe/{{dataset}}.log",
+    threads: res("bpe", "cpus_per_task", 2)
+    resources:
+        mem_mb=res("bpe", "mem_mb", 8000),
+        runtime=res("bpe", "runtime", 240),
+        cpus_per_task=res("bpe", "cpus_per_task", 2),
+    conda:
+        CONDA_ENV
+    shell:
+        "({params.python} {params.scripts}/bpe.py apply --codes {params.codes} --inputs {params.inputs}"
+        " --outputs {params.outputs} --workers {threads}"
+        " && {params.python} -m aeqa_model.data.stamp --out {output.done} --files {params.outputs}) > {log} 2>&1"
+
+
 rule binarize:
     input:
-        done=f"{RESULTS}/data/{{dataset}}/bpe/done.json",
+        unpack(binarize_inputs),
     output:
         report=f"{RESULTS}/data/{{dataset}}/bin/report.json",
     params:
         python=PYTHON,
-        dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",
-        train=lambda wc: " ".join(f"{data_dir(wc.dataset)}/bpe/train.{l}" for l in langs(wc.dataset)),
-        inputs=lambda wc: " ".join(f"{data_dir(wc.dataset)}/bpe/{s}.{l}" for s in SPLITS for l in langs(wc.dataset)),
-        prefixes=lambda wc: " ".join(bin_prefix(wc.dataset, s, l) for s in SPLITS for l in langs(wc.dataset)),
+        dictionary=lambda wc: dict_path(wc.dataset),
+        build=lambda wc: "" if wc.dataset in EVAL_ONLY else "--build-dict-from " + " ".join(
+            f"{data_dir(wc.dataset)}/bpe/train.{l}" for l in langs(wc.dataset)),
+        inputs=lambda wc: " ".join(f"{data_dir(wc.dataset)}/bpe/{s}.{l}" for s in splits_of(wc.dataset) for l in langs(wc.dataset)),
+        prefixes=lambda wc: " ".join(bin_prefix(wc.dataset, s, l) for s in splits_of(wc.dataset) for l in langs(wc.dataset)),
     log:
         f"{RESULTS}/logs/binarize/{{dataset}}.log",
     benchmark:
@@ -57,7 +88,7 @@ rule binarize:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} -m aeqa_model.data.indexed --dict {params.dictionary} --build-dict-from {params.train}"
+        "{params.python} -m aeqa_model.data.indexed --dict {params.dictionary} {params.build}"
         " --inputs {params.inputs} --prefixes {params.prefixes} --report {output.report} > {log} 2>&1"
 
 

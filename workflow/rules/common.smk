@@ -45,6 +45,10 @@ RUN = config["run_name"]
 RESULTS = f"{config.get('results_dir', 'results')}/{RUN}"
 CONFIG_SHA = config_sha256(config)
 DATASETS = config["datasets"]
+# Evaluation-only sets (e.g. the Ott et al. 2018 multi-reference set) are decoded
+# with the models, BPE codes and dictionary of the dataset they evaluate.
+EVAL_ONLY = [d for d, spec in DATASETS.items() if spec.get("evaluation_of")]
+TRAINABLE = [d for d in DATASETS if d not in EVAL_ONLY]
 MODELS = config["models"]
 DECODINGS = config["decodings"]
 TEACHER = config["distill"]["teacher"]
@@ -67,6 +71,14 @@ def _check_references():
             errors.append(f"models.{name}.size: unknown size {model['size']!r}")
         if model.get("decoding") and model["decoding"] not in DECODINGS:
             errors.append(f"models.{name}.decoding: unknown decoding {model['decoding']!r}")
+    for name in EVAL_ONLY:
+        parent = DATASETS[name]["evaluation_of"]
+        if parent not in TRAINABLE:
+            errors.append(f"datasets.{name}.evaluation_of: {parent!r} is not a trainable dataset")
+    for name, ds in DATASETS.items():
+        mr = ds.get("multi_reference")
+        if mr and (mr not in EVAL_ONLY or DATASETS[mr]["evaluation_of"] != name):
+            errors.append(f"datasets.{name}.multi_reference: {mr!r} must be an evaluation_of: {name} dataset")
     if TEACHER not in MODELS:
         errors.append(f"distill.teacher: unknown model {TEACHER!r}")
     for out, spec in config.get("outputs", {}).items():
@@ -178,6 +190,35 @@ def data_dir(dataset):
     return f"{RESULTS}/data/{dataset}"
 
 
+def model_dataset(dataset):
+    """The dataset whose models, BPE codes and dictionary serve ``dataset``."""
+    return DATASETS[dataset].get("evaluation_of", dataset)
+
+
+def dict_path(dataset):
+    return f"{data_dir(model_dataset(dataset))}/bin/dict.txt"
+
+
+def splits_of(dataset):
+    return ["test"] if dataset in EVAL_ONLY else ["train", "valid", "test"]
+
+
+def text_files(dataset, stage):
+    """Every text file of a stage (tok or bpe) of a dataset, extra references included."""
+    files = [f"{data_dir(dataset)}/{stage}/{s}.{l}" for s in splits_of(dataset) for l in langs(dataset)]
+    extra = DATASETS[dataset].get("extra_references")
+    if extra:
+        files += [f"{data_dir(dataset)}/{stage}/test.ref{i}.{extra['lang']}" for i in range(1, extra["count"] + 1)]
+    return files
+
+
+def extra_reference_files(dataset, stage="tok"):
+    extra = DATASETS[dataset].get("extra_references")
+    if not extra:
+        return []
+    return [f"{data_dir(dataset)}/{stage}/test.ref{i}.{extra['lang']}" for i in range(1, extra["count"] + 1)]
+
+
 def bin_prefix(dataset, split, lang):
     return f"{data_dir(dataset)}/bin/{split}.{lang}"
 
@@ -210,7 +251,7 @@ def sqs_path(dataset, k, dim):
 
 
 def model_path(dataset, direction, data, model):
-    return f"{RESULTS}/models/{dataset}/{direction}/{data}/{model}/model.pt"
+    return f"{RESULTS}/models/{model_dataset(dataset)}/{direction}/{data}/{model}/model.pt"
 
 
 def teacher_path(wc):
@@ -322,6 +363,10 @@ def evaluate_inputs(wc):
     d = decode_dir(wc.dataset, wc.direction, wc.data, wc.model, wc.decoding)
     inputs = {"tok": f"{d}/hyp.tok", "detok": f"{d}/hyp.detok", "speed": f"{d}/speed.json",
               "prepared": f"{data_dir(wc.dataset)}/tok/report.json"}
+    multi = DATASETS[wc.dataset].get("multi_reference")
+    if multi:  # Table 4: the same model and decoding on the multi-reference set
+        inputs["multi_reference"] = (f"{RESULTS}/eval/{multi}/{wc.direction}/{wc.data}/{wc.model}/"
+                                     f"{wc.decoding}/metrics.json")
     base = baseline_cell(wc)
     if base:
         inputs["baseline"] = f"{base}/hyp.tok"
@@ -333,3 +378,10 @@ def paper_outputs(name):
     if output_kind(name) == "table":
         return {"md": f"{base}.md", "tex": f"{base}.tex", "csv": f"{base}.csv"}
     return {"png": f"{base}.png", "pdf": f"{base}.pdf"}
+
+
+def binarize_inputs(wc):
+    inputs = {"done": f"{data_dir(wc.dataset)}/bpe/done.json"}
+    if wc.dataset in EVAL_ONLY:
+        inputs["parent"] = f"{data_dir(model_dataset(wc.dataset))}/bin/report.json"
+    return inputs

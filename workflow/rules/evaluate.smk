@@ -13,7 +13,7 @@ rule decode:
         speed=f"{RESULTS}/decode/{{dataset}}/{{direction}}/{{data}}/{{model}}/{{decoding}}/speed.json",
     params:
         python=PYTHON,
-        dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",
+        dictionary=lambda wc: dict_path(wc.dataset),
         src=lambda wc: bin_prefix(wc.dataset, config["evaluate"]["test_split"], src_tgt(wc.direction)[0]),
         tgt=lambda wc: bin_prefix(wc.dataset, config["evaluate"]["test_split"], src_tgt(wc.direction)[1]),
         tgt_lang=lambda wc: src_tgt(wc.direction)[1],
@@ -62,6 +62,9 @@ rule evaluate:
         provenance=lambda wc: jq({"config_sha256": CONFIG_SHA, "seed": config["seed"]}),
         baseline=lambda wc, input: (f"--baseline-hyp-tok {input.baseline} --baseline-name "
                                     f"{config['evaluate']['significance_baseline']}") if "baseline" in input.keys() else "",
+        extra=lambda wc, input: " ".join(
+            (["--extra-refs-tok", *extra_reference_files(wc.dataset)] if extra_reference_files(wc.dataset) else [])
+            + (["--multi-reference-from", input.multi_reference] if "multi_reference" in input.keys() else [])),
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.log",
     benchmark:
@@ -75,5 +78,5 @@ rule evaluate:
         "{params.python} {params.scripts}/evaluate.py --hyp-tok {input.tok} --ref-tok {params.ref_tok}"
         " --hyp-detok {input.detok} --ref-detok {params.ref_detok} --src-detok {params.src_detok}"
         " --tgt-lang {params.tgt_lang} --spec {params.spec:q} --cell {params.cell:q}"
-        " --provenance {params.provenance:q} --speed {input.speed} {params.baseline}"
+        " --provenance {params.provenance:q} --speed {input.speed} {params.baseline} {params.extra}"
         " --out {output.metrics} > {log} 2>&1"

@@ -14,6 +14,7 @@ rule prepare:
         langs=lambda wc: " ".join(langs(wc.dataset)),
         in_dir=lambda wc, input: str(Path(input.manifest).parent),
         out_dir=lambda wc, output: str(Path(output.report).parent),
+        splits=lambda wc: " ".join(splits_of(wc.dataset)),
     log:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     benchmark:
@@ -27,4 +28,4 @@ rule prepare:
         CONDA_ENV
     shell:
         "{params.python} {params.scripts}/prepare.py --spec {params.spec:q} --langs {params.langs} --in-dir {params.in_dir:q}"
-        " --out-dir {params.out_dir:q} --workers {threads} > {log} 2>&1"
+        " --out-dir {params.out_dir:q} --splits {params.splits} --workers {threads} > {log} 2>&1"
