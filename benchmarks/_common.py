@@ -12,6 +12,11 @@ from aeqa_model.data.batching import collate
 from aeqa_model.data.dictionary import Dictionary
 
 
+# Model sizes every benchmark compares: the demo's and transformer-base.
+SIZES = {"demo": dict(embed_dim=64, ffn_dim=256, heads=4, encoder_layers=2, decoder_layers=2, dropout=0.1),
+         "base": dict(embed_dim=512, ffn_dim=2048, heads=8, encoder_layers=6, decoder_layers=6, dropout=0.1)}
+
+
 def device_info(device: torch.device) -> dict:
     info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}

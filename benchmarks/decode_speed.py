@@ -13,13 +13,11 @@ import argparse
 
 import torch
 
-from _common import device_info, interleaved, report, synthetic_batch, synthetic_dictionary
+from _common import SIZES, device_info, interleaved, report, synthetic_batch, synthetic_dictionary
 from aeqa_model.decode import STRATEGIES, generate
 from aeqa_model.models import ARCHS
 from aeqa_model.train.build import build_model
 
-SIZES = {"demo": dict(embed_dim=64, ffn_dim=256, heads=4, encoder_layers=2, decoder_layers=2, dropout=0.1),
-         "base": dict(embed_dim=512, ffn_dim=2048, heads=8, encoder_layers=6, decoder_layers=6, dropout=0.1)}
 
 CANDIDATES = [
     ("AT (beam 4)", {"arch": "at"}, {"strategy": "beam", "beam": 4, "max_len_a": 1.0, "max_len_b": 2}),
