@@ -178,11 +178,15 @@ def res(rule_name, key, fallback):
 
 
 def slurm_extra(rule_name):
-    value = resources_for(rule_name).get("slurm_extra", "")
-    signal_s = resources_for(rule_name).get("signal_before_s")
-    if signal_s:
-        value = f"{value} --signal=B:USR1@{int(signal_s)}".strip()
-    return value
+    table = resources_for(rule_name)
+    value = table.get("slurm_extra", "")
+    if table.get("signal_before_s"):
+        # SLURM sends USR1 to the batch shell this long before the time limit; the
+        # trainer checkpoints on it and exits 75, and the profile's retries resubmit.
+        value = f"{value} --signal=B:USR1@{int(table['signal_before_s'])}"
+    if table.get("constraint"):
+        value = f"{value} --constraint={table['constraint']}"
+    return value.strip()
 
 
 # ------------------------------------------------------------- data paths --

@@ -32,6 +32,7 @@ rule decode:
         mem_mb=res("decode", "mem_mb", 4000),
         runtime=res("decode", "runtime", 30),
         cpus_per_task=res("decode", "cpus_per_task", config.get("threads", 1)),
+        slurm_extra=slurm_extra("decode"),
     conda:
         CONDA_ENV
     shell:
