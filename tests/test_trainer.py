@@ -82,6 +82,7 @@ def test_checkpoints_rotate_and_final_model_loads(train_valid, dictionary, tmp_p
     assert len(rows) == SPEC["max_updates"] and [int(r["update"]) for r in rows] == list(range(1, 9))
     assert rows[3]["valid_loss"] and not rows[2]["valid_loss"]          # validate_every = 4
     assert float(rows[-1]["valid_bleu"]) >= 0.0
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_training_reduces_loss(train_valid, dictionary, tmp_path):

@@ -135,6 +135,13 @@ class Trainer:
         self.state = TrainState()
         self.signals = SignalFlag()
         self.csv_path = self.out_dir / "train_log.csv"
+        self.tensorboard = None
+        if self.rank == 0 and train_spec.get("tensorboard", True):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional; the CSV log always exists
+                self.log("tensorboard not installed: writing the CSV log only")
 
     # ------------------------------------------------------------ checkpoints --
     @property
@@ -256,6 +263,11 @@ class Trainer:
             if new:
                 writer.writeheader()
             writer.writerow(row)
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key not in ("update", "epoch") and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(key, value, row["update"])
+            self.tensorboard.flush()
 
     def train(self) -> int:
         """Run until max_updates; returns 0, or RERUN_EXIT_CODE after a signal."""
