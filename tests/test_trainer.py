@@ -91,3 +91,13 @@ def test_training_reduces_loss(train_valid, dictionary, tmp_path):
     before = trainer.validate()
     trainer.train()
     assert trainer.validate() < before - 0.5
+
+
+def test_update_freq_keeps_the_effective_batch_whatever_the_gpu_count(train_valid, dictionary, tmp_path):
+    trainer = _trainer(train_valid, dictionary, tmp_path / "run",
+                       dict(SPEC, max_tokens=4096, effective_batch_tokens=64000))
+    assert trainer.update_freq() == 16
+    trainer.world = 8
+    assert trainer.update_freq() == 2
+    trainer.world = 3
+    assert trainer.update_freq() == 6

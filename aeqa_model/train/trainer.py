@@ -269,6 +269,15 @@ class Trainer:
                     self.tensorboard.add_scalar(key, value, row["update"])
             self.tensorboard.flush()
 
+    def update_freq(self) -> int:
+        """Micro-batches per update. With ``effective_batch_tokens`` (the paper's 64k/8k
+        tokens per update) it is derived from max_tokens and the number of processes, so
+        the effective batch stays the same whatever the GPU count."""
+        target = self.spec.get("effective_batch_tokens")
+        if target:
+            return max(1, math.ceil(int(target) / (int(self.spec["max_tokens"]) * self.world)))
+        return int(self.spec.get("update_freq", 1))
+
     def train(self) -> int:
         """Run until max_updates; returns 0, or RERUN_EXIT_CODE after a signal."""
         from tqdm import tqdm
@@ -278,7 +287,7 @@ class Trainer:
             self.csv_path.unlink()
         self.model.train()
         spec = self.spec
-        update_freq = int(spec.get("update_freq", 1))
+        update_freq = self.update_freq()
         validate_every = int(spec.get("validate_every", 1000))
         save_every = int(spec.get("save_every", 1000))
         clip = float(spec.get("clip_norm", 0.0))
