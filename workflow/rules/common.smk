@@ -154,8 +154,11 @@ def model_width(model):
     return int(MODELS[model].get("embed_dim", config.get("model_sizes", {}).get(size, {}).get("embed_dim", sizes.get(size, 512))))
 
 
-def train_spec(model):
+def train_spec(model, dataset=None):
+    """training section, overlaid by the dataset's and then the model's `training:`."""
     spec = dict(config["training"])
+    if dataset:
+        spec.update(DATASETS[dataset].get("training", {}))
     spec.update(MODELS[model].get("training", {}))
     return spec
 
@@ -318,7 +321,7 @@ def train_params(wc):
     s, t = src_tgt(wc.direction)
     return {
         "model_spec": jq(model_spec(wc.model)),
-        "train_spec": jq(train_spec(wc.model)),
+        "train_spec": jq(train_spec(wc.model, wc.dataset)),
         "sizes": jq(config.get("model_sizes", {})),
         "dict": f"{data_dir(wc.dataset)}/bin/dict.txt",
         "train_src": src,
