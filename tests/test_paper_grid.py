@@ -117,8 +117,9 @@ def test_demo_grid_fits_the_laptop_budget():
     grid = load_grid(PAPER_DIR / "grid-demo.yaml")
     runs = training_runs(grid)
     assert len(runs) <= 50, sorted(runs)
-    # Table 2's cells are reused by Tables 1, 4 and the figures rather than trained again.
-    t2 = {c[:4] for c in expand_blocks(grid["outputs"]["table2"])}
+    # Table 2's paper columns (EN-DE, DE-EN) reuse Table 1's cells rather than training again;
+    # its demo-only EN-RO / ZH-EN columns are extra runs counted in the budget above.
+    t2 = {c[:4] for c in expand_blocks(grid["outputs"]["table2"]) if c[0] == "demo_ende"}
     assert t2 <= {c[:4] for c in expand_blocks(grid["outputs"]["table1"])}
 
 
