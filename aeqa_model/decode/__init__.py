@@ -16,6 +16,10 @@ STRATEGIES = {
     "argmax": "aeqa_model.decode.nat:argmax_decode",
     "npd": "aeqa_model.decode.nat:noisy_parallel_decode",
     "aeqa_two_pass": "aeqa_model.decode.nat:argmax_decode",
+    "oracle": "aeqa_model.decode.nat:oracle_decode",
+    "mask_predict": "aeqa_model.decode.mask_predict:mask_predict",
+    "lookahead": "aeqa_model.decode.dag:lookahead_decode",
+    "viterbi": "aeqa_model.decode.dag:viterbi_decode",
 }
 
 

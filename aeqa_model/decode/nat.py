@@ -1,9 +1,10 @@
-"""Fully non-autoregressive decoding: argmax at the predicted length, and NPD."""
+"""Fully non-autoregressive decoding: argmax at the predicted length, NPD, and oracle."""
 from __future__ import annotations
 
 import torch
 
 from aeqa_model.decode import strip
+from aeqa_model.models.glancing import choose_glance_positions
 
 
 @torch.no_grad()
@@ -32,3 +33,28 @@ def noisy_parallel_decode(model, src, teacher=None, reference=None, candidates: 
     best = score.view(bsz, m).argmax(1)
     chosen = tokens.view(bsz, m, -1)[torch.arange(bsz, device=src.device), best]
     return strip(chosen, model.pad, model.dictionary.eos)
+
+
+@torch.no_grad()
+def oracle_decode(model, src, teacher=None, reference=None, ratio: float = 0.0, seed: int = 1, **_):
+    """Fig. 1: decode at the reference length while round(ratio * |Y|) randomly chosen
+    reference tokens are observed (given as decoder input and kept in the output).
+
+    The positions are drawn from a generator seeded per call, so the same batch
+    always observes the same tokens. Only models with ``forward_observed``
+    (GLAT, CMLM) support it.
+    """
+    if reference is None:
+        raise ValueError("oracle decoding needs the reference (decode --tgt-prefix)")
+    if not hasattr(model, "forward_observed"):
+        raise ValueError(f"oracle decoding is defined for GLAT and CMLM, not for arch {model.arch!r}")
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"oracle ratio must lie in [0, 1], got {ratio}")
+    enc, enc_mask = model.encode(src)
+    pad_mask = reference.eq(model.pad)
+    counts = torch.round(ratio * (~pad_mask).sum(1).float()).long()
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.rand(reference.shape, generator=generator).to(reference.device)
+    observed = choose_glance_positions(noise, counts, pad_mask)
+    tokens, _ = model.forward_observed(enc, enc_mask, reference, observed)
+    return strip(tokens, model.pad, model.dictionary.eos)

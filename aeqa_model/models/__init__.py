@@ -8,7 +8,12 @@ import importlib
 ARCHS = {
     "at": "aeqa_model.models.at:ATTransformer",
     "vanilla_nat": "aeqa_model.models.nat:VanillaNAT",
+    "ctc": "aeqa_model.models.ctc:CTCNAT",
+    "glat": "aeqa_model.models.glat:GLAT",
+    "cmlm": "aeqa_model.models.cmlm:CMLM",
+    "dat": "aeqa_model.models.dat:DATransformer",
     "aeqa_nat": "aeqa_model.models.aeqa_nat:AEQANAT",
+    "aeqa_dat": "aeqa_model.models.aeqa_dat:AEQADAT",
 }
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aeqa_model.models.base import LossTerm
+from aeqa_model.models.glancing import choose_glance_positions, same_dropout
 from aeqa_model.models.nat import VanillaNAT
 from aeqa_model.models.sqs import SemanticQuantizer
 
@@ -43,15 +44,19 @@ def anneal(start: float, end: float, update: int, total: int) -> float:
     return start + (end - start) * frac
 
 
-def choose_glance_positions(scores: torch.Tensor, counts: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-    """Pick ``counts[b]`` random non-padding positions per row, vectorized.
+def sqa_terms(enc, enc_mask, q_x, q_y, y_mask, decoder_states, weight: float) -> dict[str, LossTerm]:
+    """L_SQA = L_ax + L_xy + L_ay (Eq. 7-10), each weighted by epsilon (Eq. 13).
 
-    ``scores`` are i.i.d. uniform noise; a position is chosen when its rank among
-    the row's real positions is below the count.
+    ``decoder_states`` (B, n, D) are the last decoder layer's states aligned with
+    the target positions (AEQA-NAT: position i; AEQA-DAT: the vertex of the best
+    alignment path for y_i).
     """
-    scores = scores.masked_fill(pad_mask, 2.0)
-    ranks = scores.argsort(dim=1).argsort(dim=1)
-    return (ranks < counts[:, None]) & ~pad_mask
+    l_ax = masked_sq_error(enc, q_x.codes.detach(), enc_mask)                      # Eq. 8
+    zbar_x = masked_mean(q_x.codes, enc_mask)                                      # grads reach e_k
+    zbar_y = masked_mean(q_y.codes, y_mask).detach()
+    l_xy = (zbar_x.float() - zbar_y.float()).pow(2).mean()                         # Eq. 9
+    l_ay = masked_sq_error(decoder_states, q_y.codes.detach(), y_mask)             # Eq. 10
+    return {"sqa_ax": LossTerm(l_ax, weight), "sqa_xy": LossTerm(l_xy, weight), "sqa_ay": LossTerm(l_ay, weight)}
 
 
 def aligned_reordering(target_embed: torch.Tensor, quantized: torch.Tensor, tgt_mask: torch.Tensor,
@@ -88,14 +93,7 @@ class AEQANAT(VanillaNAT):
 
     # ---------------------------------------------------------------- SQS --
     def load_pretrained_sqs(self, path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        book = state["codebook"]
-        if book.shape != self.sqs.codebook.shape:
-            raise ValueError(f"{path}: codebook {tuple(book.shape)} does not match the model's "
-                             f"{tuple(self.sqs.codebook.shape)}; pretrain_sqs K/width must equal the model's")
-        with torch.no_grad():
-            self.sqs.codebook.copy_(book)
-            self.sqs.ema_sum.copy_(book)
+        self.sqs.load_pretrained(path)
 
     def glance_ratio(self, update: int) -> float:
         return anneal(self.lambda_start, self.lambda_end, update, self.anneal_updates)
@@ -135,7 +133,7 @@ class AEQANAT(VanillaNAT):
         glanced = torch.zeros_like(tgt_mask)
         ratio = self.glance_ratio(update)
         if self.glancing != "none" and ratio > 0:                                    # Eq. 11
-            with torch.no_grad():
+            with torch.no_grad(), same_dropout(target.device):
                 first, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
                 pred = first[-1].argmax(-1)
                 if self.glancing == "adaptive":
@@ -150,14 +148,7 @@ class AEQANAT(VanillaNAT):
         loss_target = target.masked_fill(glanced, self.pad) if self.glance_loss == "unglanced" else target
         terms["nat"] = self.translation_loss(layer_logits, loss_target)                # Eq. 12
 
-        l_ax = masked_sq_error(enc, q_x.codes.detach(), enc_mask)                      # Eq. 8
-        zbar_x = masked_mean(q_x.codes, enc_mask)                                      # grads reach e_k
-        zbar_y = masked_mean(q_y.codes, y_mask).detach()
-        l_xy = (zbar_x.float() - zbar_y.float()).pow(2).mean()                         # Eq. 9
-        l_ay = masked_sq_error(last, q_y.codes.detach(), tgt_mask)                     # Eq. 10
-        terms["sqa_ax"] = LossTerm(l_ax, self.sqa_weight)                              # Eq. 7 (x eps)
-        terms["sqa_xy"] = LossTerm(l_xy, self.sqa_weight)
-        terms["sqa_ay"] = LossTerm(l_ay, self.sqa_weight)
+        terms.update(sqa_terms(enc, enc_mask, q_x, q_y, y_mask, last, self.sqa_weight))
         terms["length"] = LossTerm(self.length_loss(enc, enc_mask, tgt_lengths), self.length_weight)
         return terms
 

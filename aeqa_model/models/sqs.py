@@ -40,6 +40,17 @@ class SemanticQuantizer(nn.Module):
         self.register_buffer("ema_sum", self.codebook.detach().clone())
         self.register_buffer("usage", torch.zeros(num_codes))
 
+    def load_pretrained(self, path) -> None:
+        """Start from the codebook of the pretrain_sqs stage (App. A.2)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        book = state["codebook"]
+        if book.shape != self.codebook.shape:
+            raise ValueError(f"{path}: codebook {tuple(book.shape)} does not match the model's "
+                             f"{tuple(self.codebook.shape)}; pretrain_sqs K/width must equal the model's")
+        with torch.no_grad():
+            self.codebook.copy_(book)
+            self.ema_sum.copy_(book)
+
     def nearest(self, h: torch.Tensor) -> torch.Tensor:
         """Index of the closest code for every vector in ``h`` (..., D)."""
         flat = h.reshape(-1, self.dim).float()

@@ -1,0 +1,68 @@
+"""AEQA-DAT (Table 1, Fig. 4): DA-Transformer trained through the SQS.
+
+As DA-Transformer (models/dat.py) with three changes from AEQA-NAT (SPEC §5):
+* the graph vertices take quantized inputs z_q(softcopy(H_x)) (Eq. 4, straight-through);
+* glancing on the best alignment gives the chosen vertices the quantized target
+  encoding z_q(H_y)_i instead of the gold token embedding (Eq. 11);
+* L_SQA (Eq. 7-10) is added with weight epsilon, L_ay comparing the last decoder
+  states on the vertices of the best alignment path with z_q(H_y).
+The default graph factor is 3 (the paper's AEQA-DAT setting; Fig. 4 sweeps it).
+"""
+from __future__ import annotations
+
+import torch
+
+from aeqa_model.models.aeqa_nat import sqa_terms
+from aeqa_model.models.base import LossTerm
+from aeqa_model.models.dat import DATransformer
+from aeqa_model.models.glancing import same_dropout
+from aeqa_model.models.sqs import SemanticQuantizer
+
+
+class AEQADAT(DATransformer):
+    arch = "aeqa_dat"
+    default_decoding = "lookahead"
+
+    def __init__(self, dictionary, cfg, options):
+        options = {"graph_factor": 3, **options}
+        super().__init__(dictionary, cfg, options)
+        self.sqs = SemanticQuantizer(int(options.get("codebook_size", 2048)), cfg.embed_dim,
+                                     decay=float(options.get("ema_decay", 0.99)))
+        self.sqa_weight = float(options.get("sqa_weight", 0.25))            # epsilon, Eq. 13
+
+    def load_pretrained_sqs(self, path) -> None:
+        self.sqs.load_pretrained(path)
+
+    def vertex_inputs(self, enc, enc_mask, sizes):
+        h_m, vertex_mask = self.copy_inputs(enc, enc_mask, sizes)
+        return self.sqs(h_m, vertex_mask).straight, vertex_mask                  # z_q(H_m)
+
+    def losses(self, batch, update: int):
+        target, tgt_lengths = self.dag_target(batch)
+        y, y_mask = batch.target, batch.target.eq(self.pad)
+        enc, enc_mask = self.encode(batch.src)                                     # H_x
+        with torch.no_grad():                                                      # H_y (see AEQANAT.losses)
+            h_y = self.encoder.forward_embedded(self.embed(y), y_mask)
+        q_x = self.sqs(enc, enc_mask)                                              # Eq. 4
+        q_y = self.sqs(h_y, y_mask)                                                # Eq. 5
+        sizes = self.graph_sizes(enc_mask, tgt_lengths)
+        inputs, vertex_mask = self.vertex_inputs(enc, enc_mask, sizes)
+        # Target position i of Y sits at position i + offset of the DAG target (BOS first).
+        offset = 1 if self.anchored else 0
+        positions = torch.arange(target.size(1), device=y.device)[None, :]
+        eligible = (positions >= offset) & (positions < offset + batch.target_lengths[:, None])
+        gold = q_y.codes
+        if offset:
+            edge = torch.zeros_like(gold[:, :1])
+            gold = torch.cat([edge, gold, edge], dim=1)
+        with torch.no_grad(), same_dropout(y.device):
+            path, predicted = self.first_pass_alignment(inputs, vertex_mask, enc, enc_mask, sizes,
+                                                        target, tgt_lengths)
+            if self.schedule(update) > 0:
+                inputs = self.glance_inputs(inputs, path, predicted, target, eligible, gold, update)
+        logits, trans, states = self.run_graph(inputs, vertex_mask, enc, enc_mask)
+        terms = {"dag": LossTerm(self.dag_loss(logits, trans, sizes, target, tgt_lengths))}
+        aligned = path[:, offset:offset + y.size(1)]
+        states_at_y = states.gather(1, aligned.unsqueeze(-1).expand(-1, -1, states.size(-1)))
+        terms.update(sqa_terms(enc, enc_mask, q_x, q_y, y_mask, states_at_y, self.sqa_weight))
+        return terms

@@ -1,0 +1,157 @@
+"""NAT baselines (CTC, GLAT, CMLM, DA-Transformer, AEQA-DAT) and their decoders."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from aeqa_model.data.batching import collate
+from aeqa_model.decode import generate
+from aeqa_model.decode.mask_predict import mask_predict
+from aeqa_model.models import model_class
+from aeqa_model.models.base import total_loss
+from aeqa_model.models.ctc import ctc_collapse
+from aeqa_model.models.glancing import GlanceSchedule, glance_counts, same_dropout
+from tests.conftest import make_pairs
+
+
+def _batch(dictionary, n=6, seed=0):
+    pairs = make_pairs(n, seed)
+    return collate(list(range(n)), [p[0] for p in pairs], [p[1] for p in pairs], dictionary)
+
+
+# ------------------------------------------------------------- glancing --
+def test_glancing_schedule_strings():
+    s = GlanceSchedule.parse("0.5:0.3@300k")
+    assert (s.start, s.end, s.updates) == (0.5, 0.3, 300_000)
+    assert s(0) == 0.5 and s(150_000) == pytest.approx(0.4) and s(10**7) == pytest.approx(0.3)
+    assert GlanceSchedule.parse("0.3")(12345) == 0.3
+    assert GlanceSchedule.parse("0.5:0.1@200").updates == 200
+    for bad in ("0.5-0.3", "1.5:0.3@10", "abc"):
+        with pytest.raises(ValueError, match="glancing schedule"):
+            GlanceSchedule.parse(bad)
+
+
+def test_same_dropout_repeats_the_masks():
+    drop = torch.nn.Dropout(0.5).train()
+    x = torch.ones(4, 50)
+    with same_dropout(x.device):
+        first = drop(x)
+    assert torch.equal(first, drop(x))
+    assert not torch.equal(drop(x), drop(x))
+
+
+def test_glat_glances_floor_lambda_hamming_gold_positions(dictionary, tiny_cfg):
+    model = model_class("glat")(dictionary, tiny_cfg, {"glancing_schedule": "0.5:0.5@1"}).eval()
+    batch = _batch(dictionary)
+    enc, enc_mask = model.encode(batch.src)
+    inputs, tgt_mask = model.decoder_inputs(enc, enc_mask, batch.target_lengths)
+    glanced_inputs, glanced = model.glance(inputs, tgt_mask, enc, enc_mask, batch.target, update=0)
+    first, _ = model.run_decoder(inputs, tgt_mask, enc, enc_mask)
+    expected = glance_counts(0.5, first[-1].argmax(-1), batch.target, tgt_mask)
+    assert glanced.sum(1).tolist() == expected.tolist()
+    assert not (glanced & tgt_mask).any()
+    gold = model.embed.lookup(batch.target)
+    assert torch.equal(glanced_inputs[glanced], gold[glanced])
+    assert torch.equal(glanced_inputs[~glanced], inputs[~glanced])
+
+
+# ------------------------------------------------------------------ CTC --
+def test_ctc_collapse_hand_case():
+    blank, pad = 5, 0
+    tokens = torch.tensor([[7, 7, 5, 7, 8, 8, 5, 9], [5, 5, 6, 6, 6, 5, 9, 9]])
+    valid = torch.tensor([[True] * 8, [True] * 6 + [False] * 2])
+    assert ctc_collapse(tokens, valid, blank, pad).tolist() == [[7, 7, 8, 9, 0, 0, 0, 0], [6, 0, 0, 0, 0, 0, 0, 0]]
+
+
+def test_ctc_loss_equals_enumeration_of_alignments(dictionary, tiny_cfg):
+    model = model_class("ctc")(dictionary, tiny_cfg, {"upsample": 2})
+    blank, steps = dictionary.blank, 4
+    symbols = [blank, 6, 7]
+    g = torch.Generator().manual_seed(0)
+    logits = torch.full((1, steps, len(dictionary)), -1e4)
+    logits[0, :, symbols] = torch.randn(steps, 3, generator=g)
+    target = torch.tensor([[6, 7]])
+    logp = torch.log_softmax(logits, -1)[0]
+    total = []
+    for seq in itertools.product(symbols, repeat=steps):
+        collapsed = [s for i, s in enumerate(seq) if s != blank and (i == 0 or s != seq[i - 1])]
+        if collapsed == [6, 7]:
+            total.append(sum(float(logp[t, s]) for t, s in enumerate(seq)))
+    reference = -torch.logsumexp(torch.tensor(total), 0).item() / 2       # per target token
+    got = model.ctc_loss(logits, torch.tensor([steps]), target, torch.tensor([2]))
+    assert got.item() == pytest.approx(reference, rel=1e-5)
+
+
+# ----------------------------------------------------------------- CMLM --
+def test_mask_predict_changes_only_the_remasked_positions(dictionary, tiny_cfg):
+    model = model_class("cmlm")(dictionary, tiny_cfg, {}).eval()
+    batch = _batch(dictionary)
+    trace = []
+    mask_predict(model, batch.src, iterations=4, length_beam=2, trace=trace)
+    assert len(trace) == 4
+    first_remask, previous = trace[0]
+    assert first_remask.sum() == previous.ne(0).sum()               # iteration 0 predicts everything
+    for t, (remask, tokens) in enumerate(trace[1:], start=1):
+        real = tokens.ne(0)
+        assert torch.equal(tokens[~remask], previous[~remask])
+        lengths = real.sum(1)
+        assert remask.sum(1).tolist() == ((lengths * (4 - t)) // 4).tolist()
+        assert not tokens[real].eq(dictionary.mask).any()
+        previous = tokens
+
+
+@pytest.mark.parametrize("arch", ["glat", "cmlm"])
+def test_oracle_decoding_observes_the_given_share_of_reference(dictionary, tiny_cfg, arch):
+    model = model_class(arch)(dictionary, tiny_cfg, {}).eval()
+    batch = _batch(dictionary)
+    reference = [row[row.ne(0)].tolist() for row in batch.target]
+    full = generate(model, batch.src, {"strategy": "oracle", "ratio": 1.0}, reference=batch.target)
+    assert full == reference
+    half = generate(model, batch.src, {"strategy": "oracle", "ratio": 0.5}, reference=batch.target)
+    for hyp, ref in zip(half, reference):
+        assert len(hyp) == len(ref)
+        assert sum(h == r for h, r in zip(hyp, ref)) >= round(0.5 * len(ref))
+    with pytest.raises(ValueError, match="GLAT and CMLM"):
+        generate(model_class("vanilla_nat")(dictionary, tiny_cfg, {}).eval(), batch.src,
+                 {"strategy": "oracle", "ratio": 0.5}, reference=batch.target)
+
+
+# ------------------------------------------------------- every baseline --
+VARIANTS = [
+    ("ctc", {"upsample": 3}, [{"strategy": "argmax"}]),
+    ("ctc", {"upsample": 3, "dslp": True}, [{"strategy": "argmax"}]),
+    ("glat", {"glancing_schedule": "0.5:0.3@20"}, [{"strategy": "argmax"}, {"strategy": "npd", "candidates": 3,
+                                                                          "rerank": "self"}]),
+    ("glat", {"dslp": True}, [{"strategy": "argmax"}]),
+    ("vanilla_nat", {"dslp": True, "decoder_input": "uniform"}, [{"strategy": "argmax"}]),
+    ("cmlm", {}, [{"strategy": "mask_predict", "iterations": 3, "length_beam": 2}]),
+    ("dat", {"graph_factor": 4, "glancing_schedule": "0.5:0.1@20"}, [{"strategy": "lookahead"},
+                                                                    {"strategy": "viterbi"}]),
+    ("dat", {"graph_factor": 4, "dag_paths": "all"}, [{"strategy": "lookahead"}, {"strategy": "viterbi"}]),
+    ("aeqa_dat", {"codebook_size": 16, "glancing_schedule": "0.5:0.1@20"}, [{"strategy": "lookahead"},
+                                                                           {"strategy": "viterbi"}]),
+]
+
+
+@pytest.mark.parametrize("arch,options,decodings", VARIANTS, ids=[f"{v[0]}-{i}" for i, v in enumerate(VARIANTS)])
+def test_every_baseline_trains_and_decodes(dictionary, tiny_cfg, arch, options, decodings):
+    batch = _batch(dictionary)
+    model = model_class(arch)(dictionary, tiny_cfg, options)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(25):
+        terms = model.losses(batch, step)
+        loss = total_loss(terms)
+        assert all(math.isfinite(float(t.value.detach())) for t in terms.values()), terms
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert sum(losses[-3:]) < sum(losses[:3])
+    model.eval()
+    for decoding in decodings:
+        hyps = generate(model, batch.src, decoding)
+        assert len(hyps) == 6 and all(all(t >= 6 for t in h) for h in hyps), (decoding, hyps)
