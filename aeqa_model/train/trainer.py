@@ -157,11 +157,16 @@ class Trainer:
         if self.rank != 0:
             return
         payload = self.checkpoint()
+        # checkpoint_last.pt is the commit point of a save: a job killed before it is
+        # renamed into place resumes from the previous one and redoes (bit for bit) the
+        # updates since, rewriting the numbered checkpoint. Written first, a kill between
+        # the two would lose checkpoint_<update>.pt for good and change the average.
+        numbered = self.out_dir / f"checkpoint_{self.state.update}.pt"
+        if tag == "periodic":
+            save_checkpoint(numbered, {"model": payload["model"]})
         save_checkpoint(self.last_path, payload)
         if tag == "periodic":
             keep = int(self.spec.get("keep_last", 3))
-            numbered = self.out_dir / f"checkpoint_{self.state.update}.pt"
-            save_checkpoint(numbered, {"model": payload["model"]})
             olds = sorted(self.out_dir.glob("checkpoint_[0-9]*.pt"), key=lambda p: int(p.stem.split("_")[1]))
             for old in olds[:-keep]:
                 old.unlink(missing_ok=True)
@@ -352,8 +357,9 @@ class Trainer:
                 if self.signals.received is not None:
                     self.save("signal")
                     bar.close()
-                    self.log(f"received signal {self.signals.received}: checkpoint saved at update "
-                             f"{self.state.update}; exiting with {RERUN_EXIT_CODE} so the job is rerun")
+                    self.log(f"received signal {self.signals.received}: checkpoint {self.last_path} saved at "
+                             f"update {self.state.update}; exiting with {RERUN_EXIT_CODE}: rerun the job to "
+                             f"resume from it")
                     return RERUN_EXIT_CODE
             self.state.epoch += 1
             self.state.batch_in_epoch = 0
