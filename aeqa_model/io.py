@@ -31,6 +31,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if err.filename is not None or err.errno is None:
+            raise  # already names its file (e.g. an input that could not be read)
+        # A full disk, a quota or an I/O error in write()/fsync(), which name no file:
+        # say which output failed and what is left. The errno (so the class) stays.
+        raise OSError(err.errno, f"{err.strerror or err} while writing {path}; nothing was replaced "
+                                 f"(the previous {path.name}, if any, is unchanged): free disk space "
+                                 f"or fix the error and rerun") from err
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

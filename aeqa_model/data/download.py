@@ -192,7 +192,11 @@ def _download_once(url: str, part: Path, target_name: str, expect_binary: bool,
             total = int(length) if length else None
             mode = "wb"
         received = 0
-        with open(part, mode) as out, tqdm(
+        try:
+            out = open(part, mode)
+        except OSError as err:
+            raise _disk_error(err, part, url) from err
+        with out, tqdm(
             total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
             desc=target_name, disable=not progress, mininterval=1.0, leave=False,
         ) as bar:
@@ -211,11 +215,22 @@ def _download_once(url: str, part: Path, target_name: str, expect_binary: bool,
                         "the server sent an HTML page (status 200) instead of the file; "
                         "the URL probably moved or needs a login")
                 first = False
-                out.write(block)
+                try:
+                    out.write(block)
+                except OSError as err:  # a full disk or quota: retrying or another mirror cannot help
+                    raise _disk_error(err, part, url) from err
                 received += len(block)
                 bar.update(len(block))
         if total is not None and offset + received < total:
             raise _TransientError(f"truncated: got {offset + received} of {total} bytes")
+
+
+def _disk_error(err: OSError, part: Path, url: str) -> OSError:
+    """The local write of a download failed: name the file, the URL and what to do."""
+    message = (f"{err.strerror or err} while writing {part} (downloading {url}); the partial file is kept "
+               f"and the next run resumes it: free space in {part.parent} (or set AEQA_DATA_CACHE to a "
+               f"larger disk) and rerun")
+    return OSError(err.errno, message) if err.errno is not None else OSError(message)
 
 
 def _fetch_from_mirror(name, url, spec, part, filename, expect_binary, *, retries, backoff,

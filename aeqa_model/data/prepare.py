@@ -221,6 +221,9 @@ def prepare_dataset(spec: Mapping, langs: Sequence[str], in_dir: str | os.PathLi
         raise InputError(f"prepare needs exactly two languages, got {list(langs)}")
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # report.json marks tok/ complete; it goes first and comes back last, so a run that
+    # fails half way (full disk, bad line) never leaves old and new files looking finished.
+    (out_dir / "report.json").unlink(missing_ok=True)
     report = {"settings": {"langs": list(langs), **{k: v for k, v in dict(spec).items()}, "workers": workers},
               "drop_reasons": list(DROP_REASONS), "splits": {}}
     pool = None

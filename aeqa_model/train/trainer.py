@@ -71,7 +71,18 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(path: Path, payload: dict) -> None:
     """torch.save to a temp sibling + fsync + rename: never a half-written checkpoint."""
     with atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)
+        try:
+            torch.save(payload, handle)
+        except RuntimeError as err:
+            # torch turns a failed write (ENOSPC, EIO) into "[enforce fail at
+            # inline_container.cc] unexpected pos ..."; surface the OSError behind it
+            # so atomic_open reports the disk error and the file.
+            cause = err.__cause__ or err.__context__
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
 
 
 class SignalFlag:

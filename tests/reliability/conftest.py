@@ -49,6 +49,7 @@ class Ledger:
     def __init__(self):
         self.protected: dict[Path, tuple[str, int] | None] = {}
         self.messages: list[str] = []
+        self.lost_earlier: list[str] = []
 
     def protect(self, *paths) -> None:
         """Record the current content and mtime of each path (a directory: every file under it)."""
@@ -70,6 +71,13 @@ class Ledger:
                 out.append(f"{path} (rewritten)")
         return out
 
+    def verify(self) -> None:
+        """Check the protected files now, then release them (a later rerun may replace them)."""
+        lost = self.lost()
+        self.lost_earlier.extend(lost)
+        self.protected.clear()
+        assert not lost, "outputs lost after the fault:\n  " + "\n  ".join(lost)
+
     def message(self, text: str, names=()) -> str:
         """Record an error message; assert it names each of ``names`` and says what to do."""
         text = str(text)
@@ -84,7 +92,7 @@ class Ledger:
 def ledger(request):
     book = Ledger()
     yield book
-    lost = book.lost()
+    lost = book.lost_earlier + book.lost()
     request.node.stash[_KEY] = {"lost": lost, "messages": book.messages}
     assert not lost, "outputs lost after the fault:\n  " + "\n  ".join(lost)
 

@@ -1,0 +1,205 @@
+"""A full disk (ENOSPC, simulated by patching the write of the output's temporary file)
+during checkpointing, preprocessing, binarization and download: the job fails with a
+message naming the file, and the previous good file is still there, unchanged."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aeqa_model.data import download
+from aeqa_model.data.batching import ParallelCorpus
+from aeqa_model.data.dictionary import Dictionary
+from aeqa_model.data.indexed import IndexedCorpus, write_indexed
+from aeqa_model.data.prepare import prepare_dataset
+from aeqa_model.io import InputError
+from aeqa_model.train import cli
+from aeqa_model.train.trainer import Trainer
+from tests.reliability.faultlib import VOCAB, disk_full, write_tiny_corpus
+
+pytestmark = pytest.mark.fault
+
+MODEL = {"arch": "vanilla_nat", "size": "t"}
+SIZES = {"t": {"embed_dim": 32, "ffn_dim": 64, "heads": 4, "encoder_layers": 1, "decoder_layers": 1,
+               "dropout": 0.1}}
+SPEC = {"max_updates": 8, "max_tokens": 120, "lr": 1e-3, "warmup_updates": 3, "validate_every": 4,
+        "save_every": 4, "keep_last": 2, "tensorboard": False}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_tiny_corpus(tmp_path_factory.mktemp("bin"))
+
+
+def trainer(data: Path, out: Path) -> Trainer:
+    d = Dictionary.load(data / "dict.txt")
+    return Trainer(MODEL, SPEC, d, ParallelCorpus(data / "train.src", data / "train.tgt", d),
+                   ParallelCorpus(data / "valid.src", data / "valid.tgt", d), out, seed=5, device="cpu",
+                   sizes=SIZES, log=lambda *a: None)
+
+
+def assert_disk_full(err: BaseException, path: Path, ledger) -> None:
+    assert isinstance(err, OSError) and err.errno == errno.ENOSPC, repr(err)
+    ledger.message(str(err), names=[path])
+
+
+def test_disk_full_during_checkpoint_keeps_the_previous_one(data, tmp_path, ledger, monkeypatch):
+    out = tmp_path / "run"
+    reference = trainer(data, tmp_path / "reference")
+    assert reference.train() == 0
+
+    run = trainer(data, out)
+    save = run.save
+
+    def save_then_protect(tag):
+        save(tag)
+        if run.state.update == 4:  # the first good checkpoint: it must survive the failed second one
+            ledger.protect(out / "checkpoint_last.pt", out / "checkpoint_4.pt")
+
+    run.save = save_then_protect
+    with disk_full(monkeypatch, "checkpoint_last.pt", budget=10_000, nth=2) as failed:
+        with pytest.raises(OSError) as err:
+            run.train()
+    assert failed and run.state.update == 8
+    assert_disk_full(err.value, out / "checkpoint_last.pt", ledger)
+    assert torch.load(out / "checkpoint_last.pt", weights_only=False)["state"]["update"] == 4
+    assert not list(out.glob(".*.tmp")), "the torn temporary file was left behind"
+
+    # Space freed: the rerun resumes from update 4 and ends where an uninterrupted run does.
+    ledger.verify()  # then released: the rerun legitimately replaces checkpoint_last.pt
+    resumed = trainer(data, out)
+    assert resumed.train() == 0
+    for (name, a), (_, b) in zip(reference.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_disk_full_writing_the_final_model_keeps_the_old_one(data, tmp_path, ledger, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["--model-spec", json.dumps(MODEL), "--train-spec", json.dumps(SPEC), "--sizes", json.dumps(SIZES),
+            "--dict", str(data / "dict.txt"), "--train-src", str(data / "train.src"),
+            "--train-tgt", str(data / "train.tgt"), "--valid-src", str(data / "valid.src"),
+            "--valid-tgt", str(data / "valid.tgt"), "--out-dir", str(out), "--output", str(out / "model.pt"),
+            "--device", "cpu"]
+    assert cli.main(argv) == 0
+    ledger.protect(out / "model.pt")
+    with disk_full(monkeypatch, "model.pt", budget=4096) as failed:
+        with pytest.raises(OSError) as err:
+            cli.main(argv)  # e.g. a --forcerun of the job, on a full disk
+    assert failed
+    assert_disk_full(err.value, out / "model.pt", ledger)
+    assert not list(out.glob(".*.tmp"))
+
+
+def _corpus(orig: Path) -> None:
+    orig.mkdir(parents=True)
+    for split, n in (("train", 40), ("valid", 5), ("test", 5)):
+        (orig / f"{split}.en").write_text("".join(f"This is {split} sentence number {i} .\n" for i in range(n)))
+        (orig / f"{split}.de").write_text("".join(f"Das ist {split} Satz Nummer {i} .\n" for i in range(n)))
+
+
+PREPARE = {"min_tokens": 1, "max_tokens": 50, "max_ratio": 2.0}
+
+
+def test_disk_full_during_preprocessing(tmp_path, ledger, monkeypatch):
+    orig, tok = tmp_path / "orig", tmp_path / "tok"
+    _corpus(orig)
+    prepare_dataset(PREPARE, ["en", "de"], orig, tok, log=lambda m: None)
+    ledger.protect(tok / "train.de")
+    with disk_full(monkeypatch, "train.de", budget=100) as failed:
+        with pytest.raises(OSError) as err:
+            prepare_dataset(PREPARE, ["en", "de"], orig, tok, log=lambda m: None)
+    assert failed
+    assert_disk_full(err.value, tok / "train.de", ledger)
+    assert not list(tok.glob(".*.tmp"))
+    # The stage's completion marker is gone until a run succeeds: nothing looks finished.
+    assert not (tok / "report.json").exists()
+    ledger.verify()
+    prepare_dataset(PREPARE, ["en", "de"], orig, tok, log=lambda m: None)  # space freed: the rerun works
+
+
+def test_disk_full_between_binarized_bin_and_idx_is_detected(tmp_path, ledger, monkeypatch):
+    """.bin is replaced, then .idx fails: the loader refuses the stale pair instead of misreading it."""
+    prefix = tmp_path / "train.src"
+    write_indexed(prefix, [[6, 7, 8], [9, 10]])
+    ledger.protect(Path(f"{prefix}.idx"))
+    with disk_full(monkeypatch, "train.src.idx", budget=16) as failed:
+        with pytest.raises(OSError) as err:
+            write_indexed(prefix, [[6, 7, 8, 9, 10, 11], [12, 13, 14]])
+    assert failed
+    assert_disk_full(err.value, Path(f"{prefix}.idx"), ledger)
+    with pytest.raises(InputError) as stale:
+        IndexedCorpus(prefix)
+    ledger.message(str(stale.value), names=[f"{prefix}.bin"])
+
+
+class _Server(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body) - start))
+        self.end_headers()
+        self.wfile.write(self.body[start:])
+
+
+def test_disk_full_during_download_keeps_the_partial_file_and_cache_clean(tmp_path, ledger, monkeypatch):
+    body = np.random.default_rng(0).bytes(300_000)
+    _Server.body = body
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Server)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/corpus.bin"
+    spec = {"type": "url", "url": url, "sha256": hashlib.sha256(body).hexdigest()}
+    real_open = open
+    writes = [0]
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, block):
+            writes[0] += 1
+            if writes[0] > 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.handle.write(block)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.handle.__exit__(*exc)
+
+    def full_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        return FullDisk(handle) if str(path).endswith(".part") else handle
+
+    monkeypatch.setattr(download, "open", full_open, raising=False)
+    try:
+        with pytest.raises(OSError) as err:
+            download.fetch_url("corpus", spec, tmp_path, retries=1, backoff=0, timeout=5, progress=False,
+                               log=lambda m: None)
+        part = tmp_path / "corpus" / "corpus.bin.part"
+        ledger.message(str(err.value), names=[part, url])
+        assert not (tmp_path / "corpus" / "corpus.bin").exists(), "an unverified file entered the cache"
+        monkeypatch.setattr(download, "open", real_open, raising=False)
+        got = download.fetch_url("corpus", spec, tmp_path, retries=1, backoff=0, timeout=5, progress=False,
+                                  log=lambda m: None)
+        assert Path(got.path).read_bytes() == body
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
