@@ -10,8 +10,11 @@ Two kinds of source are supported (the ``type`` key of a ``sources:`` entry):
     retries transient failures with exponential back-off, resumes a partial
     file with an HTTP ``Range`` request, and falls back to the next mirror on a
     permanent failure (404, wrong checksum, an HTML page instead of the file).
-    Only a verified file is renamed to its final name, so the cache never holds
-    a file that looks finished but is not.
+    Without a checksum, an archive (``.tgz``, ``.gz``, ``.zip``, ``.tar``,
+    ``.bz2``, ``.xz``) must read to its end (:func:`archive_problem`), so a cut
+    file served as if complete is refused too. Only a verified file is renamed
+    to its final name, so the cache never holds a file that looks finished but
+    is not.
 
 ``type: pip_wheel``
     A wheel from PyPI fetched with ``pip download --no-deps --only-binary=:all:``
@@ -29,15 +32,21 @@ touching the network.
 """
 from __future__ import annotations
 
+import bz2
 import contextlib
+import gzip
 import hashlib
 import http.client
+import lzma
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import zipfile
+import zlib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -54,6 +63,9 @@ USER_AGENT = "aeqa-nat-data/0.1 (+reproduction pipeline; python-urllib)"
 
 #: File name endings of binary archives: such a download must never start like HTML.
 ARCHIVE_SUFFIXES = (".gz", ".tgz", ".zip", ".tar", ".xz", ".bz2", ".whl", ".7z", ".zst")
+#: The only downloads allowed to be HTML pages (any other file that starts like one is an
+#: error or login page served with status 200).
+HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 
 
 @dataclass
@@ -120,6 +132,41 @@ def _verify(path: Path, spec: Mapping) -> tuple[bool, str]:
     return True, ""
 
 
+def archive_problem(path: str | os.PathLike, filename: str | None = None) -> str | None:
+    """Read an archive to its end; why it is cut or corrupt, or None when it is whole.
+
+    Used for downloads without a configured checksum, whose bytes nothing else can
+    vouch for: a mirror that serves a cut ``.tgz`` with a matching Content-Length
+    would otherwise land in the cache and fail much later, far from its URL.
+    ``filename`` (default: the path's name) decides the format; formats the
+    standard library cannot read (``.7z``, ``.zst``, split parts) are not checked.
+    """
+    path = Path(path)
+    name = (filename or path.name).lower()
+    try:
+        if name.endswith((".zip", ".whl")):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()  # every member, CRC-checked
+            return f"zip member {bad} is corrupt (CRC mismatch)" if bad else None
+        opener = {".gz": gzip.open, ".tgz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(
+            next((s for s in (".tgz", ".gz", ".bz2", ".xz") if name.endswith(s)), ""))
+        if opener is not None:
+            with opener(path, "rb") as stream:
+                while stream.read(1 << 20):
+                    pass
+            return None
+        if name.endswith(".tar"):
+            size = path.stat().st_size
+            with tarfile.open(path, "r:") as tar:
+                for member in tar:
+                    if member.offset_data + member.size > size:
+                        return f"tar member {member.name} is cut off"
+            return None
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, lzma.LZMAError, zlib.error) as err:
+        return f"not a complete archive ({type(err).__name__}: {err})"
+    return None
+
+
 def _looks_like_html(head: bytes) -> bool:
     """True if the first bytes of a download are an HTML page (an error or login page)."""
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
@@ -150,7 +197,7 @@ def _filename(name: str, spec: Mapping, urls: list[str]) -> str:
     return base
 
 
-def _download_once(url: str, part: Path, target_name: str, expect_binary: bool,
+def _download_once(url: str, part: Path, target_name: str, reject_html: bool,
                    timeout: float, progress: bool) -> None:
     """One HTTP attempt: stream ``url`` into ``part``, resuming from its current size.
 
@@ -208,7 +255,7 @@ def _download_once(url: str, part: Path, target_name: str, expect_binary: bool,
                     raise _TransientError(f"connection dropped after {offset + received} bytes: {err!r}") from None
                 if not block:
                     break
-                if first and offset == 0 and expect_binary and _looks_like_html(block[:512]):
+                if first and offset == 0 and reject_html and _looks_like_html(block[:512]):
                     out.close()
                     part.unlink()
                     raise _PermanentError(
@@ -233,7 +280,7 @@ def _disk_error(err: OSError, part: Path, url: str) -> OSError:
     return OSError(err.errno, message) if err.errno is not None else OSError(message)
 
 
-def _fetch_from_mirror(name, url, spec, part, filename, expect_binary, *, retries, backoff,
+def _fetch_from_mirror(name, url, spec, part, filename, reject_html, *, retries, backoff,
                        timeout, progress, sleep, log) -> str | None:
     """Try one mirror (with retries); None when ``part`` now holds the verified file, else why not."""
     failure = "not attempted"
@@ -244,7 +291,7 @@ def _fetch_from_mirror(name, url, spec, part, filename, expect_binary, *, retrie
             sleep(wait)
         resumed = part.exists()
         try:
-            _download_once(url, part, filename, expect_binary, timeout, progress)
+            _download_once(url, part, filename, reject_html, timeout, progress)
         except _TransientError as err:
             failure = f"{err} (after {attempt + 1} attempt(s))"
             log(f"[download] {name}: {url}: {err}")
@@ -255,6 +302,10 @@ def _fetch_from_mirror(name, url, spec, part, filename, expect_binary, *, retrie
         if not part.exists():
             return "empty response"
         ok, reason = _verify(part, spec)
+        if ok and _expected_checksum(spec) is None:
+            # No checksum to vouch for the bytes: an archive must at least read to its end.
+            problem = archive_problem(part, filename)
+            ok, reason = problem is None, problem or ""
         if not ok:
             # The bytes are proven wrong: never resume from them.
             part.unlink()
@@ -285,7 +336,7 @@ def fetch_url(name: str, spec: Mapping, cache_dir: str | os.PathLike, *, retries
     filename = _filename(name, spec, urls)
     target = target_dir / filename
     part = target.with_name(target.name + ".part")
-    expect_binary = filename.lower().endswith(ARCHIVE_SUFFIXES) or bool(spec.get("binary"))
+    reject_html = bool(spec.get("binary")) or not filename.lower().endswith(HTML_SUFFIXES)
     has_checksum = _expected_checksum(spec) is not None
     notes = [] if has_checksum else ["no checksum in config: the sha256 recorded here is the first download's"]
 
@@ -303,7 +354,7 @@ def fetch_url(name: str, spec: Mapping, cache_dir: str | os.PathLike, *, retries
     target_dir.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     for url in urls:
-        failure = _fetch_from_mirror(name, url, spec, part, filename, expect_binary, retries=retries,
+        failure = _fetch_from_mirror(name, url, spec, part, filename, reject_html, retries=retries,
                                      backoff=backoff, timeout=timeout, progress=progress, sleep=sleep, log=log)
         if failure is None:
             os.replace(part, target)
@@ -412,5 +463,5 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-__all__ = ["FetchedSource", "resolve_cache_dir", "file_digest", "fetch_url", "fetch_pip_wheel",
-           "fetch_local", "fetch_source"]
+__all__ = ["FetchedSource", "resolve_cache_dir", "file_digest", "archive_problem", "fetch_url",
+           "fetch_pip_wheel", "fetch_local", "fetch_source"]
