@@ -104,6 +104,31 @@ def resolve_comet_checkpoint(setting: str | None) -> tuple[Path | None, str]:
                   f"directory, or put it in the Hugging Face cache {hf_hub_cache()})")
 
 
+def check_checkpoint_setting(key: str, setting: str | None) -> str | None:
+    """Start-up check of ``evaluate.comet_model`` / ``evaluate.bleurt_checkpoint``.
+
+    ``None`` (no setting), a Hugging Face repo id (``org/name``, looked up in the
+    HF cache when the metric runs; a missing one leaves the cell empty with the
+    reason) or a usable local checkpoint pass. A local path (absolute, ``./``,
+    ``~``, or any existing path) that holds no checkpoint is a config error,
+    reported before any job runs rather than as an empty cell at the very end.
+    """
+    if not setting:
+        return None
+    text = str(setting)
+    path = Path(text).expanduser()
+    if "/" in text and not text.startswith((".", "/", "~")) and not path.exists():
+        return None  # a repo id
+    resolve = {"comet_model": resolve_comet_checkpoint, "bleurt_checkpoint": resolve_bleurt_checkpoint}[key]
+    found, why = resolve(text)
+    if found is not None:
+        return None
+    if not path.exists():
+        why = f"{text} does not exist" + ("" if path.is_absolute() else f" (relative to {Path.cwd()})")
+    return (f"evaluate.{key}: {why}; set it to a local checkpoint (or a Hugging Face repo id in the HF "
+            f"cache), or to null to leave the metric out")
+
+
 def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str],
                 setting: str | None = None, batch_size: int = 16,
                 gpus: int | None = None, progress: bool = True) -> dict:

@@ -37,9 +37,37 @@ def _merge_paper_grid(cfg):
     return cfg
 
 
-validate(config, str(ROOT / "workflow/schemas/config.schema.yaml"))
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+
+
+def _check_schema(cfg):
+    """Validate against the JSON schema; every violation as one line naming its key.
+
+    Snakemake's own ``validate`` reports only the first problem, buried under a
+    dump of the schema and the whole config; this lists them all, briefly."""
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    errors = []
+    for err in sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = sorted(err.schema.get("properties", {}))
+            for key in sorted(set(err.instance) - set(allowed)):
+                name = f"{where}.{key}" if where else key
+                errors.append(f"{name}: unknown key (allowed here: {', '.join(allowed)})")
+        else:
+            errors.append(f"{where or '(top level)'}: {err.message}")
+    if errors:
+        raise ValueError(f"invalid config ({len(errors)} problem(s); fix them in the config file or --config, "
+                         f"the schema is {SCHEMA}):\n  " + "\n  ".join(errors))
+
+
+_check_schema(config)
+validate(config, str(SCHEMA))
 config = _merge_paper_grid(config)
-validate(config, str(ROOT / "workflow/schemas/config.schema.yaml"))
+_check_schema(config)
+validate(config, str(SCHEMA))
 
 RUN = config["run_name"]
 RESULTS = f"{config.get('results_dir', 'results')}/{RUN}"
@@ -94,11 +122,38 @@ def _check_references():
                     errors.append(f"outputs.{out}.blocks[{i}].decodings: unknown decoding {dec!r}")
     sqs = config["pretrain_sqs"]
     if sqs["encoder"] == "mbart" and not sqs.get("mbart_path"):
-        errors.append("pretrain_sqs.mbart_path: required when pretrain_sqs.encoder is mbart")
-    elif sqs["encoder"] == "mbart" and not Path(sqs["mbart_path"]).is_dir():
-        errors.append(f"pretrain_sqs.mbart_path: {sqs['mbart_path']} is not a directory")
+        errors.append("pretrain_sqs.mbart_path: required when pretrain_sqs.encoder is mbart; set it to a local "
+                      "mbart-large-cc25 directory, or use encoder: embedded")
+    elif sqs["encoder"] == "mbart" and not Path(sqs["mbart_path"]).expanduser().is_dir():
+        errors.append(f"pretrain_sqs.mbart_path: {sqs['mbart_path']} is not a directory; download "
+                      "mbart-large-cc25 there, or use encoder: embedded")
+    elif sqs["encoder"] == "mbart":
+        # The same files aeqa_model.sqs_pretrain.check_mbart_dir needs (its tokenizer
+        # included), checked here so that a bad directory fails before any job.
+        mbart = Path(sqs["mbart_path"]).expanduser()
+        missing = [name for name in ("config.json", "sentencepiece.bpe.model") if not (mbart / name).is_file()]
+        if not list(mbart.glob("*.bin")) + list(mbart.glob("*.safetensors")):
+            missing.append("pytorch_model.bin or model.safetensors")
+        if missing:
+            errors.append(f"pretrain_sqs.mbart_path: {mbart} is an incomplete mBART directory, missing "
+                          f"{', '.join(missing)}; copy the whole facebook/mbart-large-cc25 snapshot there")
+    from aeqa_model.metrics.neural import check_checkpoint_setting
+
+    for key in ("comet_model", "bleurt_checkpoint"):
+        problem = check_checkpoint_setting(key, config["evaluate"].get(key))
+        if problem:
+            errors.append(problem)
+    # A local source whose path is set but wrong is a typo: say so now. One still at
+    # `path: null` (not obtained yet, e.g. CWMT in the paper config) fails in its
+    # download job with its instructions, so that the paper DAG still dry-runs.
+    used = {src for ds in DATASETS.values() for src in ds.get("sources", [])}
+    for name in sorted(used & set(config.get("sources", {}))):
+        src = config["sources"][name]
+        if src.get("type") == "local" and src.get("path") and not Path(src["path"]).expanduser().is_file():
+            errors.append(f"sources.{name}.path: local file {src['path']} not found; "
+                          + (src.get("instructions") or "fix the path, or set it to null until you have the file"))
     if errors:
-        raise ValueError("invalid config:\n  " + "\n  ".join(errors))
+        raise ValueError("invalid config (fix these before anything runs):\n  " + "\n  ".join(errors))
 
 
 _check_references()
@@ -184,12 +239,38 @@ def slurm_extra(rule_name):
     table = resources_for(rule_name)
     value = table.get("slurm_extra", "")
     if table.get("signal_before_s"):
-        # SLURM sends USR1 to the batch shell this long before the time limit; the
-        # trainer checkpoints on it and exits 75, and the profile's retries resubmit.
-        value = f"{value} --signal=B:USR1@{int(table['signal_before_s'])}"
-    if table.get("constraint"):
-        value = f"{value} --constraint={table['constraint']}"
+        before = int(table["signal_before_s"])
+        if before >= 60 * int(table.get("runtime", 10**9)):
+            raise ValueError(f"resources.{rule_name}.signal_before_s ({before} s) must be shorter than its runtime "
+                             f"({table['runtime']} min)")
+        # SIGTERM to the job's steps (no "B:") this long before the time limit. The
+        # step runs Snakemake (which waits for its running job on SIGTERM) and the
+        # trainer, exec'd by the rule's shell (TRAIN_SHELL): it checkpoints and exits
+        # 75, and the profile's retries resubmit the job, which resumes. Not USR1:
+        # it kills the step's Snakemake process, and the step's processes with it,
+        # possibly mid-checkpoint. Not B:USR1: it kills the batch shell, ending the
+        # job; the trainer then only has KillWait to save. See docs/cluster.md.
+        value = f"{value} --signal=TERM@{before}"
     return value.strip()
+
+
+def slurm_resources(rule_name):
+    """Resources only the SLURM executor reads, from the config's resources table
+    (resources.default overlaid by resources.<rule_name>): partition, GPU model,
+    node constraint, extra sbatch flags with the time-limit signal. Keys the
+    config does not set are left out, so the profile's defaults apply."""
+    table = resources_for(rule_name)
+    out = {}
+    if table.get("slurm_partition"):
+        out["slurm_partition"] = str(table["slurm_partition"])
+    if table.get("constraint"):
+        out["constraint"] = str(table["constraint"])  # sbatch -C (slurm_extra may not carry it)
+    if table.get("gpu_model") and int(table.get("gpu", 0)) > 0:
+        out["gpu_model"] = str(table["gpu_model"])  # sbatch --gpus=<model>:<gpu>
+    extra = slurm_extra(rule_name)
+    if extra:
+        out["slurm_extra"] = extra
+    return out
 
 
 # ------------------------------------------------------------- data paths --
@@ -334,8 +415,10 @@ def train_params(wc):
 
 # The train rules share this command. Exit code 75 = interrupted after a
 # checkpoint (SLURM time-limit signal): the rerun resumes from checkpoint_last.pt.
+# `exec`: the trainer (or torchrun) replaces the shell, so a SIGTERM sent to the
+# job's processes reaches it without killing a shell in between.
 TRAIN_SHELL = (
-    "{params.launcher} -m aeqa_model.train.cli --model-spec {params.p[model_spec]:q}"
+    "exec {params.launcher} -m aeqa_model.train.cli --model-spec {params.p[model_spec]:q}"
     " --train-spec {params.p[train_spec]:q} --sizes {params.p[sizes]:q} --dict {params.p[dict]}"
     " --train-src {params.p[train_src]} --train-tgt {params.p[train_tgt]}"
     " --valid-src {params.p[valid_src]} --valid-tgt {params.p[valid_tgt]} {params.p[sqs]}"
