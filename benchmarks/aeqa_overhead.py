@@ -1,8 +1,10 @@
 """AEQA-NAT overhead over vanilla NAT at the same model size, measured side by side.
 
-Prints training tokens/s of both (forward + backward + optimizer step on the same
-synthetic batches) and batch-1 decoding latency of both, and the ratios
-(targets: training >= 0.8x, decoding >= 0.95x of vanilla NAT).
+Prints training tokens/s (forward + backward + optimizer step on the same
+synthetic batches) and batch-1 decoding latency of vanilla NAT, GLAT and
+AEQA-NAT, and the ratios (targets: training >= 0.8x, decoding >= 0.95x of
+vanilla NAT). GLAT is printed beside them because, like AEQA-NAT, it runs a
+gradient-free first decoder pass per update for glancing.
 
     python benchmarks/aeqa_overhead.py [--size demo|base] [--device cpu|cuda] [--amp bf16]
 """
@@ -38,6 +40,7 @@ def main() -> None:
     train_fns, decode_fns = {}, {}
     singles = [batch.src[i:i + 1, : int(batch.src_lengths[i])] for i in range(args.decode_sentences)]
     for name, spec in (("vanilla_nat", {"arch": "vanilla_nat"}),
+                       ("glat", {"arch": "glat", "glancing_schedule": "0.5:0.3@1000"}),
                        ("aeqa_nat", {"arch": "aeqa_nat", "codebook_size": 2048})):
         model = build_model({**spec, "size": args.size}, d, {args.size: SIZES[args.size]},
                             {"max_updates": 1000}).to(device)
@@ -67,8 +70,11 @@ def main() -> None:
                      "decode_ms_per_sentence": round(1000 * latency, 3)})
     base_tok, base_lat = speeds["vanilla_nat"]
     aeqa_tok, aeqa_lat = speeds["aeqa_nat"]
+    glat_tok, glat_lat = speeds["glat"]
     rows.append({"ratio": "aeqa/vanilla", "training_throughput": round(aeqa_tok / base_tok, 3),
                  "decoding_speed": round(base_lat / aeqa_lat, 3)})
+    rows.append({"ratio": "aeqa/glat", "training_throughput": round(aeqa_tok / glat_tok, 3),
+                 "decoding_speed": round(glat_lat / aeqa_lat, 3)})
     report(f"aeqa_overhead size={args.size} amp={args.amp}", rows, device_info(device))
 
 
