@@ -28,6 +28,7 @@ rule bpe:
         mem_mb=res("bpe", "mem_mb", 8000),
         runtime=res("bpe", "runtime", 240),
         cpus_per_task=res("bpe", "cpus_per_task", 2),
+        **slurm_resources("bpe"),
     conda:
         CONDA_ENV
     shell:
@@ -58,6 +59,7 @@ rule bpe_eval_only:
         mem_mb=res("bpe", "mem_mb", 8000),
         runtime=res("bpe", "runtime", 240),
         cpus_per_task=res("bpe", "cpus_per_task", 2),
+        **slurm_resources("bpe"),
     conda:
         CONDA_ENV
     shell:
@@ -85,6 +87,7 @@ rule binarize:
     resources:
         mem_mb=res("binarize", "mem_mb", 8000),
         runtime=res("binarize", "runtime", 120),
+        **slurm_resources("binarize"),
     conda:
         CONDA_ENV
     shell:
@@ -110,6 +113,7 @@ rule bpe_kd:
         mem_mb=res("bpe", "mem_mb", 8000),
         runtime=res("bpe", "runtime", 240),
         cpus_per_task=res("bpe", "cpus_per_task", 2),
+        **slurm_resources("bpe"),
     conda:
         CONDA_ENV
     shell:
@@ -133,6 +137,7 @@ rule binarize_kd:
     resources:
         mem_mb=res("binarize", "mem_mb", 8000),
         runtime=res("binarize", "runtime", 120),
+        **slurm_resources("binarize"),
     conda:
         CONDA_ENV
     shell:

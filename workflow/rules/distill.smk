@@ -31,7 +31,7 @@ rule distill_shard:
         mem_mb=res("distill_shard", "mem_mb", 4000),
         runtime=res("distill_shard", "runtime", 60),
         cpus_per_task=res("distill_shard", "cpus_per_task", config.get("threads", 1)),
-        slurm_extra=slurm_extra("distill_shard"),
+        **slurm_resources("distill_shard"),
     conda:
         CONDA_ENV
     shell:

@@ -22,6 +22,7 @@ rule download:
         mem_mb=res("download", "mem_mb", 4000),
         runtime=res("download", "runtime", 120),
         cpus_per_task=1,
+        **slurm_resources("download"),
     conda:
         CONDA_ENV
     shell:

@@ -32,7 +32,7 @@ rule decode:
         mem_mb=res("decode", "mem_mb", 4000),
         runtime=res("decode", "runtime", 30),
         cpus_per_task=res("decode", "cpus_per_task", config.get("threads", 1)),
-        slurm_extra=slurm_extra("decode"),
+        **slurm_resources("decode"),
     conda:
         CONDA_ENV
     shell:
@@ -73,6 +73,7 @@ rule evaluate:
     resources:
         mem_mb=res("evaluate", "mem_mb", 4000),
         runtime=res("evaluate", "runtime", 30),
+        **slurm_resources("evaluate"),
     conda:
         CONDA_ENV
     shell:

@@ -24,6 +24,7 @@ rule prepare:
         mem_mb=res("prepare", "mem_mb", 4000),
         runtime=res("prepare", "runtime", 240),
         cpus_per_task=res("prepare", "cpus_per_task", 2),
+        **slurm_resources("prepare"),
     conda:
         CONDA_ENV
     shell:

@@ -26,7 +26,7 @@ rule pretrain_sqs_encoder:
         mem_mb=res("pretrain_sqs", "mem_mb", 4000),
         runtime=res("pretrain_sqs", "runtime", 60),
         cpus_per_task=res("pretrain_sqs", "cpus_per_task", config.get("threads", 1)),
-        slurm_extra=slurm_extra("pretrain_sqs"),
+        **slurm_resources("pretrain_sqs"),
     conda:
         CONDA_ENV
     shell:
@@ -57,7 +57,7 @@ rule pretrain_sqs:
         mem_mb=res("pretrain_sqs", "mem_mb", 4000),
         runtime=res("pretrain_sqs", "runtime", 60),
         cpus_per_task=res("pretrain_sqs", "cpus_per_task", config.get("threads", 1)),
-        slurm_extra=slurm_extra("pretrain_sqs"),
+        **slurm_resources("pretrain_sqs"),
     conda:
         CONDA_ENV
     shell:

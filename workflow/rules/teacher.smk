@@ -26,7 +26,7 @@ rule train_teacher:
         mem_mb=res("train_teacher", "mem_mb", 4000),
         runtime=res("train_teacher", "runtime", 60),
         cpus_per_task=res("train_teacher", "cpus_per_task", config.get("threads", 1)),
-        slurm_extra=slurm_extra("train_teacher"),
+        **slurm_resources("train_teacher"),
     conda:
         CONDA_ENV
     shell:

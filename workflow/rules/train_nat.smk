@@ -30,7 +30,7 @@ rule train_nat:
         mem_mb=res("train_nat", "mem_mb", 4000),
         runtime=res("train_nat", "runtime", 60),
         cpus_per_task=res("train_nat", "cpus_per_task", config.get("threads", 1)),
-        slurm_extra=slurm_extra("train_nat"),
+        **slurm_resources("train_nat"),
     conda:
         CONDA_ENV
     shell:
