@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 
+#: The process umask, read once at import (reading it means setting it, which is not
+#: thread-safe later on): atomic_open gives its outputs the mode open() would.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 class InputError(RuntimeError):
     """Bad user input (file, corpus, config): the message names what and what to do."""
 
@@ -26,6 +32,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     binary = "b" in mode
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; an output should be as readable as any file
+        # the user writes (a shared results directory on a cluster stays shared).
+        with contextlib.suppress(OSError):  # best effort: some network file systems refuse
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, encoding=None if binary else encoding, newline=None if binary else "\n") as handle:
             yield handle
             handle.flush()
