@@ -59,7 +59,11 @@ def main(argv=None) -> int:
     trainer = Trainer(model_spec, train_spec, dictionary, train, valid, args.out_dir, seed=args.seed,
                       device=args.device, sizes=json.loads(args.sizes), sqs_init=args.sqs_init,
                       log=logging.info)
-    code = trainer.train()
+    try:
+        code = trainer.train()
+    except InputError as err:  # e.g. a damaged checkpoint_last.pt: say which and what to do
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if code != 0:
         return code
     if trainer.rank == 0:

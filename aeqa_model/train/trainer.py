@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.dictionary import Dictionary
-from aeqa_model.io import atomic_open
+from aeqa_model.io import InputError, atomic_open
 from aeqa_model.models.base import LossTerm, total_loss
 from aeqa_model.train.build import build_model, model_payload
 from aeqa_model.train.schedule import inverse_sqrt_lr
@@ -202,7 +202,18 @@ class Trainer:
         self._clean_stale_temporaries()
         if not self.last_path.exists():
             return False
-        ckpt = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        try:
+            ckpt = torch.load(self.last_path, map_location="cpu", weights_only=False)
+            missing = {"model", "optimizer", "scaler", "state", "rng"} - set(ckpt)
+            if missing:
+                raise ValueError(f"no {', '.join(sorted(missing))} in it")
+        except Exception as err:  # truncated, corrupt or foreign file
+            # This trainer never leaves a torn checkpoint_last.pt (atomic writes); a bad one
+            # was damaged or copied in from outside. Starting over silently would hide that.
+            raise InputError(
+                f"{self.last_path}: cannot resume from this checkpoint ({type(err).__name__}: {err}). "
+                f"Restore it from a backup, or delete it (and the other checkpoint_*.pt files in "
+                f"{self.out_dir}) to train from scratch") from None
         self.model.load_state_dict(ckpt["model"]["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])

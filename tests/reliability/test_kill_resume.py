@@ -160,3 +160,30 @@ def test_slurm_time_limit_signal_checkpoints_and_resumes(data, reference, tmp_pa
     assert resumed.returncode == 0, resumed.stderr
     assert f"at update {stopped}" in resumed.stderr
     assert_same_run(reference, out)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_damaged_checkpoint_is_named_not_silently_restarted(data, tmp_path, ledger, damage, capsys):
+    """checkpoint_last.pt cut by a bad copy, or some other file under its name: the job
+    stops with an error naming the file and the way out; it neither crashes in torch
+    nor starts over as if nothing had been trained."""
+    from aeqa_model.train import cli
+
+    out = tmp_path / "run"
+    out.mkdir()
+    good = tmp_path / "good.pt"
+    torch.save({"model": {}, "optimizer": {}, "scaler": {}, "state": {}, "rng": {}}, good)
+    last = out / "checkpoint_last.pt"
+    if damage == "truncated":
+        last.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    else:
+        torch.save({"weights": torch.zeros(3)}, last)
+    ledger.protect(last)
+    argv = ["--model-spec", json.dumps(MODEL), "--train-spec", json.dumps(SPEC), "--sizes", json.dumps(SIZES),
+            "--dict", str(data / "dict.txt"), "--train-src", str(data / "train.src"),
+            "--train-tgt", str(data / "train.tgt"), "--valid-src", str(data / "valid.src"),
+            "--valid-tgt", str(data / "valid.tgt"), "--out-dir", str(out), "--output", str(out / "model.pt"),
+            "--device", "cpu"]
+    assert cli.main(argv) == 2
+    ledger.message(capsys.readouterr().err, names=[last])
+    assert not (out / "model.pt").exists() and not (out / "train_log.csv").exists()
