@@ -194,7 +194,15 @@ class Trainer:
             return
         with open(self.csv_path, newline="", encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= update] if rows else []
+        kept, last = rows[:1], 0
+        for row in rows[1:]:
+            # The appends are not atomic: a kill or a full disk can leave a cut row
+            # ("1" of "12,0,..."), which must not pass for the row of update 1.
+            if len(row) != len(rows[0]) or not row[0].isdigit():
+                continue
+            if last < int(row[0]) <= update:
+                kept.append(row)
+                last = int(row[0])
         with atomic_open(self.csv_path) as handle:
             csv.writer(handle).writerows(kept)
 
@@ -285,11 +293,17 @@ class Trainer:
         elif not getattr(self, "_csv_fields", None):
             with open(self.csv_path, newline="", encoding="utf-8") as handle:
                 self._csv_fields = next(csv.reader(handle))
-        with open(self.csv_path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self._csv_fields, restval="", extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        try:
+            with open(self.csv_path, "a", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self._csv_fields, restval="", extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        except OSError as err:
+            if err.filename is not None or err.errno is None:
+                raise
+            raise OSError(err.errno, f"{err.strerror} while appending to {self.csv_path}; {self.last_path} is "
+                                     f"unchanged: free disk space and rerun to resume from it") from err
         if self.tensorboard is not None:
             for key, value in row.items():
                 if key not in ("update", "epoch") and isinstance(value, (int, float)):

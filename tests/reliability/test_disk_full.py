@@ -4,6 +4,7 @@ message naming the file, and the previous good file is still there, unchanged.""
 from __future__ import annotations
 
 import errno
+import os
 import hashlib
 import http.server
 import json
@@ -38,9 +39,9 @@ def data(tmp_path_factory):
     return write_tiny_corpus(tmp_path_factory.mktemp("bin"))
 
 
-def trainer(data: Path, out: Path) -> Trainer:
+def trainer(data: Path, out: Path, spec=SPEC) -> Trainer:
     d = Dictionary.load(data / "dict.txt")
-    return Trainer(MODEL, SPEC, d, ParallelCorpus(data / "train.src", data / "train.tgt", d),
+    return Trainer(MODEL, spec, d, ParallelCorpus(data / "train.src", data / "train.tgt", d),
                    ParallelCorpus(data / "valid.src", data / "valid.tgt", d), out, seed=5, device="cpu",
                    sizes=SIZES, log=lambda *a: None)
 
@@ -203,3 +204,47 @@ def test_disk_full_during_download_keeps_the_partial_file_and_cache_clean(tmp_pa
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_disk_full_while_appending_the_training_log(data, tmp_path, ledger, monkeypatch):
+    """The CSV log is appended, not replaced: a full disk cuts row 10 after one character
+    ("1"). The error names the log; the rerun drops the cut row and the log ends up
+    identical to an uninterrupted run's."""
+    from aeqa_model.train import trainer as trainer_module
+
+    spec = dict(SPEC, max_updates=12)  # checkpoints at 4 and 8; row 10 is cut
+    reference = trainer(data, tmp_path / "reference", spec)
+    assert reference.train() == 0
+    out = tmp_path / "run"
+    run = trainer(data, out, spec)
+    real_open = open
+
+    class CutRow:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, text):
+            if text.startswith("10,"):
+                self.handle.write(text[:1])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.handle.write(text)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.handle.__exit__(*exc)
+
+    def cutting_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        return CutRow(handle) if str(path).endswith("train_log.csv") and "a" in mode else handle
+
+    monkeypatch.setattr(trainer_module, "open", cutting_open, raising=False)
+    with pytest.raises(OSError) as err:
+        run.train()
+    monkeypatch.undo()
+    assert_disk_full(err.value, out / "train_log.csv", ledger)
+    assert (out / "train_log.csv").read_text().endswith("\n1")
+    resumed = trainer(data, out, spec)
+    assert resumed.train() == 0
+    assert (out / "train_log.csv").read_text() == (tmp_path / "reference/train_log.csv").read_text()
