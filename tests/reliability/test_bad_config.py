@@ -1,10 +1,14 @@
 """Bad configs through Snakemake (config/smoke.yaml with one mistake each): an unknown key,
 a wrong type, a negative size, a missing checkpoint path, an mBART directory without its
 tokenizer. Each fails at start-up, before any job runs, with an error naming the key (and
-the path) and saying what to do."""
+the path) and saying what to do.
+
+Every case is a separate `snakemake --dry-run` (a dry run executes no job, so an error
+there is a start-up error); they run two at a time in a module fixture."""
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -27,83 +31,93 @@ def set_key(cfg: dict, dotted: str, value) -> dict:
     return cfg
 
 
-def run_bad(tmp_path: Path, cfg: dict, ledger, *names) -> str:
-    """Run the workflow with ``cfg``; it must fail before any job, naming each of ``names``."""
-    config = tmp_path / "bad.yaml"
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    results = tmp_path / "results"
-    proc = run_snakemake(tmp_path, config, results, "--dry-run", timeout=120)  # start-up only: no job can run
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, output[-3000:]
-    assert not results.exists(), "a job ran although the config is invalid"
-    assert "rule download" not in output and "Building DAG" not in output, output[-3000:]
-    error = output[output.index("Error") if "Error" in output else 0:]
-    return ledger.message(error[:3000], names=names)
+def mbart(cfg: dict, path) -> dict:
+    return set_key(set_key(cfg, "pretrain_sqs.encoder", "mbart"), "pretrain_sqs.mbart_path", str(path))
 
 
-UNKNOWN_KEYS = [
-    ("bogus_key", 3, ["bogus_key"]),                                     # top level
-    ("training.max_update", 20, ["training.max_update"]),                # a typo of max_updates
-    ("sources.django.sha265", "0" * 64, ["sources.django.sha265"]),      # a typo that disabled the checksum
-    ("datasets.smoke_ende.prepare.max_tokes", 50, ["datasets.smoke_ende.prepare.max_tokes"]),
-    ("evaluate.comet", "x", ["evaluate.comet"]),
-]
+def mbart_without_tokenizer(d: Path) -> Path:
+    path = d / "mbart-large-cc25"
+    path.mkdir()
+    (path / "config.json").write_text('{"model_type": "mbart", "d_model": 1024}')
+    (path / "model.safetensors").write_bytes(b"\0" * 64)
+    return path
 
 
-@pytest.mark.parametrize("key,value,names", UNKNOWN_KEYS, ids=[k for k, _, _ in UNKNOWN_KEYS])
-def test_unknown_key(tmp_path, ledger, key, value, names):
-    msg = run_bad(tmp_path, set_key(SMOKE, key, value), ledger, *names)
-    assert "unknown key" in msg
+def empty_dir(d: Path) -> Path:
+    (d / "wmt22-comet-da").mkdir()
+    return d / "wmt22-comet-da"
 
 
-WRONG = [
-    ("training.lr", "fast", ["training.lr", "fast"]),
-    ("seed", "one", ["seed"]),
-    ("datasets.smoke_ende.langs", "en-de", ["datasets.smoke_ende.langs"]),
-    ("model_sizes.smoke.embed_dim", -32, ["model_sizes.smoke.embed_dim", "-32"]),
-    ("training.max_tokens", -800, ["training.max_tokens", "-800"]),
-    ("datasets.smoke_ende.bpe.merges", 0, ["datasets.smoke_ende.bpe.merges"]),
-    ("distill.shards", -2, ["distill.shards"]),
-]
+def local_source(cfg: dict, path: Path) -> dict:
+    cfg = set_key(cfg, "sources.cwmt", {"type": "local", "path": str(path)})
+    return set_key(cfg, "datasets.smoke_ende.sources", ["django", "cwmt"])
 
 
-@pytest.mark.parametrize("key,value,names", WRONG, ids=[f"{k}={v}" for k, v, _ in WRONG])
-def test_wrong_type_or_negative_size(tmp_path, ledger, key, value, names):
-    run_bad(tmp_path, set_key(SMOKE, key, value), ledger, *names)
+#: case id -> (make the config in directory d, what the error must name, what else it must say).
+CASES = {
+    # unknown keys
+    "unknown-top-level-key": (lambda d: set_key(SMOKE, "bogus_key", 3), ["bogus_key"], "unknown key"),
+    "typo-training.max_update": (lambda d: set_key(SMOKE, "training.max_update", 20),
+                                 ["training.max_update"], "unknown key"),
+    "typo-sources.sha265": (lambda d: set_key(SMOKE, "sources.django.sha265", "0" * 64),
+                            ["sources.django.sha265"], "unknown key"),
+    "typo-prepare.max_tokes": (lambda d: set_key(SMOKE, "datasets.smoke_ende.prepare.max_tokes", 50),
+                               ["datasets.smoke_ende.prepare.max_tokes"], "unknown key"),
+    "unknown-evaluate.comet": (lambda d: set_key(SMOKE, "evaluate.comet", "x"), ["evaluate.comet"], "unknown key"),
+    # wrong types, negative sizes
+    "training.lr=fast": (lambda d: set_key(SMOKE, "training.lr", "fast"), ["training.lr", "fast"], "not of type"),
+    "seed=one": (lambda d: set_key(SMOKE, "seed", "one"), ["seed"], "not of type"),
+    "langs=string": (lambda d: set_key(SMOKE, "datasets.smoke_ende.langs", "en-de"),
+                     ["datasets.smoke_ende.langs"], "not of type"),
+    "sources.sha256=not-hex": (lambda d: set_key(SMOKE, "sources.django.sha256", "see the website"),
+                               ["sources.django.sha256"], "does not match"),
+    "embed_dim=-32": (lambda d: set_key(SMOKE, "model_sizes.smoke.embed_dim", -32),
+                      ["model_sizes.smoke.embed_dim", "-32"], "minimum"),
+    "max_tokens=-800": (lambda d: set_key(SMOKE, "training.max_tokens", -800),
+                        ["training.max_tokens", "-800"], "minimum"),
+    "bpe.merges=0": (lambda d: set_key(SMOKE, "datasets.smoke_ende.bpe.merges", 0),
+                     ["datasets.smoke_ende.bpe.merges"], "minimum"),
+    "distill.shards=-2": (lambda d: set_key(SMOKE, "distill.shards", -2), ["distill.shards"], "minimum"),
+    # paths that do not hold what they should
+    "comet_model-missing": (lambda d: set_key(SMOKE, "evaluate.comet_model", "/nonexistent/wmt22-comet-da"),
+                            ["evaluate.comet_model", "/nonexistent/wmt22-comet-da"], "does not exist"),
+    "bleurt_checkpoint-missing": (lambda d: set_key(SMOKE, "evaluate.bleurt_checkpoint", "./ckpt/BLEURT-20"),
+                                  ["evaluate.bleurt_checkpoint", "./ckpt/BLEURT-20"], "does not exist"),
+    "comet_model-dir-without-checkpoint": (lambda d: set_key(SMOKE, "evaluate.comet_model", str(empty_dir(d))),
+                                           ["evaluate.comet_model", "wmt22-comet-da"], "model.ckpt"),
+    "mbart_path-missing": (lambda d: mbart(SMOKE, d / "mbart-large-cc25"),
+                           ["pretrain_sqs.mbart_path", "mbart-large-cc25"], "not a directory"),
+    "mbart_path-without-tokenizer": (lambda d: mbart(SMOKE, mbart_without_tokenizer(d)),
+                                     ["pretrain_sqs.mbart_path", "mbart-large-cc25"], "sentencepiece.bpe.model"),
+    "local-source-missing": (lambda d: local_source(SMOKE, d / "cwmt.tgz"),
+                             ["sources.cwmt.path", "cwmt.tgz"], "not found"),
+}
 
 
-@pytest.mark.parametrize("key,value", [("evaluate.comet_model", "/nonexistent/wmt22-comet-da"),
-                                       ("evaluate.bleurt_checkpoint", "./checkpoints/BLEURT-20")])
-def test_missing_metric_checkpoint_path(tmp_path, ledger, key, value):
-    run_bad(tmp_path, set_key(SMOKE, key, value), ledger, key, value)
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """case id -> (directory, return code, output, whether results/ was created)."""
+
+    def run(case):
+        d = tmp_path_factory.mktemp(case.replace("=", "_").replace(".", "_"))
+        config = d / "bad.yaml"
+        config.write_text(yaml.safe_dump(CASES[case][0](d), sort_keys=False), encoding="utf-8")
+        proc = run_snakemake(d, config, d / "results", "--dry-run", timeout=180)
+        return case, (d, proc.returncode, proc.stdout + proc.stderr, (d / "results").exists())
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(pool.map(run, CASES))
 
 
-def test_metric_checkpoint_directory_without_the_checkpoint(tmp_path, ledger):
-    empty = tmp_path / "wmt22-comet-da"
-    empty.mkdir()
-    run_bad(tmp_path, set_key(SMOKE, "evaluate.comet_model", str(empty)), ledger, "evaluate.comet_model",
-            empty, "model.ckpt")
-
-
-def mbart_config(path) -> dict:
-    cfg = set_key(SMOKE, "pretrain_sqs.encoder", "mbart")
-    return set_key(cfg, "pretrain_sqs.mbart_path", str(path))
-
-
-def test_missing_mbart_directory(tmp_path, ledger):
-    run_bad(tmp_path, mbart_config(tmp_path / "mbart-large-cc25"), ledger, "pretrain_sqs.mbart_path",
-            tmp_path / "mbart-large-cc25")
-
-
-def test_mbart_directory_without_its_tokenizer(tmp_path, ledger):
-    mbart = tmp_path / "mbart-large-cc25"
-    mbart.mkdir()
-    (mbart / "config.json").write_text('{"model_type": "mbart", "d_model": 1024}')
-    (mbart / "model.safetensors").write_bytes(b"\0" * 64)
-    run_bad(tmp_path, mbart_config(mbart), ledger, "pretrain_sqs.mbart_path", mbart, "sentencepiece.bpe.model")
-
-
-def test_missing_local_source_file(tmp_path, ledger):
-    cfg = set_key(SMOKE, "sources.cwmt", {"type": "local", "path": str(tmp_path / "cwmt.tgz")})
-    cfg = set_key(cfg, "datasets.smoke_ende.sources", ["django", "cwmt"])
-    run_bad(tmp_path, cfg, ledger, "sources.cwmt.path", tmp_path / "cwmt.tgz")
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_config_fails_at_start_up_naming_the_key(outcomes, ledger, case):
+    d, code, output, results_created = outcomes[case]
+    _, names, says = CASES[case]
+    assert code != 0, output[-3000:]
+    assert not results_created, "a job ran although the config is invalid"
+    assert "Building DAG" not in output and "jobid" not in output, output[-3000:]
+    error = output[output.index("invalid config"):] if "invalid config" in output else output
+    ledger.message(error[:3000], names=names)
+    assert says in error, error[:3000]
+    # Every problem on one short line: no dump of the schema or the config.
+    assert "Failed validating" not in output and len(output) < 4000, output[-3000:]

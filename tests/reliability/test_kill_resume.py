@@ -4,20 +4,20 @@ uninterrupted run; no checkpoint is ever half written under its real name."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.reliability.faultlib import PYTHON, write_tiny_corpus
+from tests.reliability import train_driver
+from tests.reliability.faultlib import write_tiny_corpus
 
 pytestmark = pytest.mark.fault
 
-DRIVER = Path(__file__).with_name("train_driver.py")
 MODEL = {"arch": "at", "size": "t"}
 SIZES = {"t": {"embed_dim": 32, "ffn_dim": 64, "heads": 4, "encoder_layers": 1, "decoder_layers": 1,
                "dropout": 0.1}}
@@ -29,17 +29,52 @@ SPEC = {"max_updates": 12, "max_tokens": 120, "update_freq": 1, "lr": 1e-3, "war
 KILLED = -signal.SIGKILL
 
 
-def train(data: Path, out: Path, fault: str = "", model=MODEL, spec=SPEC, wait=True):
-    cmd = [PYTHON, str(DRIVER), "--model-spec", json.dumps(model), "--train-spec", json.dumps(spec),
-           "--sizes", json.dumps(SIZES), "--dict", str(data / "dict.txt"),
-           "--train-src", str(data / "train.src"), "--train-tgt", str(data / "train.tgt"),
-           "--valid-src", str(data / "valid.src"), "--valid-tgt", str(data / "valid.tgt"),
-           "--out-dir", str(out), "--output", str(out / "model.pt"), "--seed", "3", "--device", "cpu",
-           "--threads", "1"]
-    env = dict(os.environ, AEQA_FAULT=fault, OMP_NUM_THREADS="1")
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+_FORKSERVER = None
+
+
+def _context():
+    """A forkserver with torch and the trainer imported: each training run is a fresh
+    process (a SIGKILL kills just it), without paying for the torch import every time."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        _FORKSERVER = multiprocessing.get_context("forkserver")
+        _FORKSERVER.set_forkserver_preload([
+            "torch", "torch._dynamo", "torch.optim", "aeqa_model.train.cli", "aeqa_model.models.at",
+            "tests.reliability.train_driver"])
+    return _FORKSERVER
+
+
+class Run:
+    """A finished (or running) training process: its exit code and its log."""
+
+    def __init__(self, process, log: Path):
+        self.process, self.log = process, log
+
+    @property
+    def returncode(self):
+        return self.process.exitcode
+
+    @property
+    def stderr(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    stdout = ""
+
+
+def train(data: Path, out: Path, fault: str = "", model=MODEL, spec=SPEC, wait=True) -> Run:
+    argv = ["--model-spec", json.dumps(model), "--train-spec", json.dumps(spec), "--sizes", json.dumps(SIZES),
+            "--dict", str(data / "dict.txt"), "--train-src", str(data / "train.src"),
+            "--train-tgt", str(data / "train.tgt"), "--valid-src", str(data / "valid.src"),
+            "--valid-tgt", str(data / "valid.tgt"), "--out-dir", str(out), "--output", str(out / "model.pt"),
+            "--seed", "3", "--device", "cpu", "--threads", "1"]
+    out.mkdir(parents=True, exist_ok=True)
+    log = out.parent / f"{out.name}.{len(list(out.parent.glob(out.name + '.*.log')))}.log"
+    process = _context().Process(target=train_driver.run, args=(argv, fault, str(log)))
+    process.start()
+    if wait:
+        process.join(300)
+        assert process.exitcode is not None, "the training process hung"
+    return Run(process, log)
 
 
 @pytest.fixture(scope="module")
@@ -142,16 +177,17 @@ def test_sigkill_while_writing_the_final_model(data, reference, tmp_path, ledger
 def test_slurm_time_limit_signal_checkpoints_and_resumes(data, reference, tmp_path, ledger):
     """SIGUSR1 from outside at an arbitrary moment (SLURM's --signal=B:USR1@...): exit 75, then resume."""
     out = tmp_path / "run"
-    proc = train(data, out, wait=False)
+    run = train(data, out, "slow:0.2", wait=False)
     log = out / "train_log.csv"
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
+    while time.time() < deadline and run.process.is_alive():
         if log.exists() and len(log.read_text().splitlines()) >= 3:  # header + 2 updates
             break
         time.sleep(0.02)
-    proc.send_signal(signal.SIGUSR1)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 75, output
+    os.kill(run.process.pid, signal.SIGUSR1)
+    run.process.join(120)
+    output = run.stderr
+    assert run.returncode == 75, output
     assert "exiting with 75" in output
     stopped = last_update(out)
     assert 2 <= stopped < SPEC["max_updates"]

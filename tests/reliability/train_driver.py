@@ -1,6 +1,7 @@
-"""Run ``aeqa_model.train.cli`` with one injected fault (a helper process of test_kill_resume.py).
+"""Run ``aeqa_model.train.cli`` with one injected fault (the training process of test_kill_resume.py).
 
-``AEQA_FAULT`` selects the fault; without it this is the plain CLI:
+Either as a script (``AEQA_FAULT`` selects the fault; without it this is the plain
+CLI) or through :func:`run` in a process forked from a forkserver. Faults:
 
 ``kill_at_update:K``
     SIGKILL this process in the middle of update K+1 (after its first forward
@@ -10,6 +11,8 @@
     (``checkpoint_last.pt``, ``checkpoint_8.pt``, ``checkpoint_best.pt``,
     ``model.pt``): half of the bytes are on disk in the temporary file, then
     the process dies, as when a node fails during the write.
+``slow:SECONDS``
+    Sleep that long before every forward pass (for faults sent from outside).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import io
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -47,6 +51,17 @@ def install(fault: str) -> None:
             return out
 
         trainer_module.Trainer._forward = killing_forward
+    elif kind == "slow":
+        # Sleep before every update (numerics unchanged), so that a signal sent from
+        # outside surely arrives before the run ends.
+        seconds = float(arg)
+        forward = trainer_module.Trainer._forward
+
+        def slow_forward(self, batch, update):
+            time.sleep(seconds)
+            return forward(self, batch, update)
+
+        trainer_module.Trainer._forward = slow_forward
     elif kind == "kill_in_write":
         name, _, nth = arg.partition("#")
         nth = int(nth or 1)
@@ -71,6 +86,20 @@ def install(fault: str) -> None:
         cli.save_checkpoint = killing_save
     elif fault:
         raise SystemExit(f"unknown AEQA_FAULT {fault!r}")
+
+
+def run(argv: list[str], fault: str, log_path: str) -> None:
+    """Body of a fresh process forked from a forkserver that has torch imported already
+    (saves the ~2 s of importing torch per run): stdout/stderr go to ``log_path``."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    install(fault)
+    code = cli.main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
