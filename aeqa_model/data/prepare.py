@@ -112,7 +112,8 @@ def prepare_split(split: str, langs: Sequence[str], in_dir: Path, out_dir: Path,
     raw = [read_raw_lines(path) for path in files]
     if len(raw[0]) != len(raw[1]):
         raise InputError(f"{files[0]} has {len(raw[0])} lines but {files[1]} has {len(raw[1])} lines; "
-                         f"the two sides of {split} must be aligned line by line")
+                         f"the two sides of {split} must be aligned line by line: fix the files (or the "
+                         f"recipe that wrote them) and rerun")
     n = len(raw[0])
     dropped = {reason: 0 for reason in DROP_REASONS}
     is_train = split == "train"

@@ -123,10 +123,11 @@ def check_checkpoint_setting(key: str, setting: str | None) -> str | None:
     found, why = resolve(text)
     if found is not None:
         return None
-    if not path.exists():
-        why = f"{text} does not exist" + ("" if path.is_absolute() else f" (relative to {Path.cwd()})")
-    return (f"evaluate.{key}: {why}; set it to a local checkpoint (or a Hugging Face repo id in the HF "
-            f"cache), or to null to leave the metric out")
+    if path.exists():  # the resolver says which file is missing and what to point at
+        return f"evaluate.{key}: {why}; or set it to null to leave the metric out"
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    return (f"evaluate.{key}: {text} does not exist{where}; set it to a local checkpoint (or a Hugging "
+            f"Face repo id in the HF cache), or to null to leave the metric out")
 
 
 def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str],
