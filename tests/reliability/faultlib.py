@@ -108,15 +108,6 @@ def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, str]]:
-    """relative path -> (mtime_ns, sha256) of every file under ``root``."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            out[str(path.relative_to(root))] = (path.stat().st_mtime_ns, sha256(path))
-    return out
-
-
 # ---------------------------------------------------------------- snakemake --
 def snakemake_cmd(workdir: Path, configfile: Path, results: Path, *extra: str) -> list[str]:
     """Snakemake on the repo's workflow, run from ``workdir`` (its .snakemake/ lock and

@@ -23,7 +23,7 @@ from aeqa_model.data.prepare import prepare_dataset
 from aeqa_model.io import InputError
 from aeqa_model.train import cli
 from aeqa_model.train.trainer import Trainer
-from tests.reliability.faultlib import VOCAB, disk_full, write_tiny_corpus
+from tests.reliability.faultlib import disk_full, write_tiny_corpus
 
 pytestmark = pytest.mark.fault
 
