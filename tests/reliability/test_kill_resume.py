@@ -174,8 +174,10 @@ def test_sigkill_while_writing_the_final_model(data, reference, tmp_path, ledger
     assert_same_run(reference, out)
 
 
-def test_slurm_time_limit_signal_checkpoints_and_resumes(data, reference, tmp_path, ledger):
-    """SIGUSR1 from outside at an arbitrary moment (SLURM's --signal=B:USR1@...): exit 75, then resume."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["TERM", "USR1"])
+def test_slurm_time_limit_signal_checkpoints_and_resumes(data, reference, tmp_path, ledger, signum):
+    """SLURM's warning before the time limit (--signal=TERM@... as the rules ask, or USR1),
+    sent from outside at an arbitrary moment: checkpoint, exit 75, then resume."""
     out = tmp_path / "run"
     run = train(data, out, "slow:0.2", wait=False)
     log = out / "train_log.csv"
@@ -184,7 +186,7 @@ def test_slurm_time_limit_signal_checkpoints_and_resumes(data, reference, tmp_pa
         if log.exists() and len(log.read_text().splitlines()) >= 3:  # header + 2 updates
             break
         time.sleep(0.02)
-    os.kill(run.process.pid, signal.SIGUSR1)
+    os.kill(run.process.pid, signum)
     run.process.join(120)
     output = run.stderr
     assert run.returncode == 75, output
