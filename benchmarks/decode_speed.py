@@ -49,7 +49,7 @@ def main() -> None:
             skipped.append({"model": name, "skipped": "not implemented in this checkout"})
             continue
         model = teacher if spec["arch"] == "at" else build_model({**spec, "size": args.size}, d, SIZES).to(device).eval()
-        if hasattr(model, "length"):
+        if getattr(model, "length", None) is not None:
             # Untrained length heads predict arbitrary lengths; pin them to |Y| = |X| (then
             # |X|+-1, +-2 for the NPD candidates) so every model emits comparable lengths.
             with torch.no_grad():
