@@ -155,3 +155,12 @@ def test_every_baseline_trains_and_decodes(dictionary, tiny_cfg, arch, options, 
     for decoding in decodings:
         hyps = generate(model, batch.src, decoding)
         assert len(hyps) == 6 and all(all(t >= 6 for t in h) for h in hyps), (decoding, hyps)
+
+
+def test_unknown_model_options_are_refused_by_name():
+    from aeqa_model.models import check_options
+
+    assert check_options("m", {"arch": "dat", "size": "demo", "graph_factor": 3, "dropout": 0.2}) == []
+    problems = check_options("m", {"arch": "aeqa_nat", "size": "demo", "codebook_szie": 8, "upsample": 2})
+    assert [p.split(":")[0] for p in problems] == ["models.m.codebook_szie", "models.m.upsample"]
+    assert check_options("m", {"arch": "nat"})[0].startswith("models.m.arch: unknown arch 'nat'")

@@ -17,6 +17,26 @@ ARCHS = {
 }
 
 
+# Keys of a config model entry that are not model options: handled by the workflow
+# and the trainer (size, per-model training overrides, default decoding).
+ENTRY_KEYS = {"arch", "size", "training", "decoding"}
+
+
+def check_options(name: str, spec: dict) -> list[str]:
+    """Problems with a config entry ``models.<name>``: unknown arch or option keys
+    (a typo such as ``codebook_szie`` would otherwise be silently ignored)."""
+    from aeqa_model.models.transformer import TransformerConfig
+
+    if spec.get("arch") not in ARCHS:
+        return [f"models.{name}.arch: unknown arch {spec.get('arch')!r}; known: {sorted(ARCHS)}"]
+    cls = model_class(spec["arch"])
+    known = set(ENTRY_KEYS) | set(TransformerConfig.__dataclass_fields__)
+    for klass in cls.__mro__:
+        known |= set(klass.__dict__.get("OPTIONS", ()))
+    return [f"models.{name}.{key}: unknown option for arch {spec['arch']!r}; known: {sorted(known - ENTRY_KEYS)}"
+            for key in spec if key not in known]
+
+
 def model_class(arch: str):
     if arch not in ARCHS:
         raise KeyError(f"unknown model arch {arch!r}; known: {sorted(ARCHS)}")

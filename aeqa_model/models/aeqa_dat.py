@@ -22,6 +22,7 @@ from aeqa_model.models.sqs import SemanticQuantizer
 class AEQADAT(DATransformer):
     arch = "aeqa_dat"
     default_decoding = "lookahead"
+    OPTIONS = ("codebook_size", "ema_decay", "sqa_weight")
 
     def __init__(self, dictionary, cfg, options):
         options = {"graph_factor": 3, **options}

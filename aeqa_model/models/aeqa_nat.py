@@ -74,6 +74,8 @@ def aligned_reordering(target_embed: torch.Tensor, quantized: torch.Tensor, tgt_
 class AEQANAT(VanillaNAT):
     arch = "aeqa_nat"
     default_decoding = "argmax"
+    OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "glancing", "lambda_start", "lambda_end",
+               "anneal_updates", "glance_loss", "reordering")
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)

@@ -42,6 +42,9 @@ class Seq2SeqModel(nn.Module):
 
     arch = "base"
     default_decoding = "argmax"
+    # Model options this class reads from its config entry (subclasses add theirs;
+    # models.check_options refuses anything no class in the MRO declares).
+    OPTIONS = ("label_smoothing",)
     # Cheap decoding used for validation BLEU during training.
     validation_decoding = {"strategy": "argmax"}
 

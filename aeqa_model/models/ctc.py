@@ -33,6 +33,7 @@ def ctc_collapse(tokens: torch.Tensor, valid: torch.Tensor, blank: int, pad: int
 class CTCNAT(VanillaNAT):
     arch = "ctc"
     default_decoding = "argmax"
+    OPTIONS = ("upsample",)
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)

@@ -150,6 +150,7 @@ class DATransformer(VanillaNAT):
     arch = "dat"
     default_decoding = "lookahead"
     validation_decoding = {"strategy": "lookahead"}
+    OPTIONS = ("graph_factor", "glancing_schedule", "dag_paths")
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)

@@ -18,6 +18,7 @@ from aeqa_model.models.nat import VanillaNAT
 class GLAT(VanillaNAT):
     arch = "glat"
     default_decoding = "argmax"
+    OPTIONS = ("glancing_schedule",)
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)

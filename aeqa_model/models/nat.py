@@ -53,6 +53,7 @@ class LengthPredictor(nn.Module):
 class VanillaNAT(Seq2SeqModel):
     arch = "vanilla_nat"
     default_decoding = "argmax"
+    OPTIONS = ("max_length_offset", "length_loss_weight", "softcopy_tau", "decoder_input", "dslp")
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)

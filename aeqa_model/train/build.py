@@ -7,7 +7,7 @@ import torch
 
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.io import InputError
-from aeqa_model.models import model_class
+from aeqa_model.models import check_options, model_class
 from aeqa_model.models.transformer import SIZES, TransformerConfig
 
 
@@ -24,6 +24,9 @@ def transformer_config(model_spec: dict, sizes: dict | None = None) -> Transform
 
 def build_model(model_spec: dict, dictionary: Dictionary, sizes: dict | None = None,
                 extra_options: dict | None = None):
+    problems = check_options(model_spec.get("name", "<entry>"), {k: v for k, v in model_spec.items() if k != "name"})
+    if problems:
+        raise InputError("invalid model entry:\n  " + "\n  ".join(problems))
     cfg = transformer_config(model_spec, sizes)
     options = {**model_spec, **(extra_options or {})}
     return model_class(model_spec["arch"])(dictionary, cfg, options)

@@ -94,7 +94,10 @@ def _check_references():
             parts = direction.split("-")
             if len(parts) != 2 or set(parts) - set(ds["langs"]):
                 errors.append(f"datasets.{name}.directions: {direction!r} is not a pair of {ds['langs']}")
+    from aeqa_model.models import check_options
+
     for name, model in MODELS.items():
+        errors.extend(check_options(name, model))
         if model["size"] not in config.get("model_sizes", {}) and model["size"] not in ("base", "big", "tiny"):
             errors.append(f"models.{name}.size: unknown size {model['size']!r}")
         if model.get("decoding") and model["decoding"] not in DECODINGS:
