@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
+# As root (CI): install slurm-wlm and munge for the live SLURM tests (tests/slurm/).
+if [ "$(id -u)" -eq 0 ]; then bash scripts/setup_slurm.sh; fi
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?
