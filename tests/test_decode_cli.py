@@ -1,0 +1,41 @@
+"""The decode entry point (decode and distill rules) on saved checkpoints, speed timing included."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from aeqa_model.decode.cli import main
+from aeqa_model.train.build import build_model, model_payload
+
+
+def save(path, arch, dictionary, **options):
+    model = build_model({"arch": arch, "size": "tiny", **options}, dictionary)
+    torch.save(model_payload(model), path)
+    return path
+
+
+@pytest.mark.parametrize("decoding", [{"strategy": "oracle", "ratio": 0.3}, {"strategy": "argmax"},
+                                      {"strategy": "npd", "candidates": 3}])
+def test_decode_with_speed_timing(tmp_path, corpus_dir, dictionary, decoding):
+    glat = save(tmp_path / "glat.pt", "glat", dictionary)
+    at = save(tmp_path / "at.pt", "at", dictionary)
+    out_tok, speed = tmp_path / "hyp.tok", tmp_path / "speed.json"
+    code = main(["--model", str(glat), "--dict", str(corpus_dir / "dict.txt"),
+                 "--src-prefix", str(corpus_dir / "valid.src"), "--tgt-prefix", str(corpus_dir / "valid.tgt"),
+                 "--decoding", json.dumps(decoding), "--teacher", str(at), "--tgt-lang", "en",
+                 "--out-tok", str(out_tok), "--speed-out", str(speed), "--speed-reference", str(at),
+                 "--speed-subset", "5", "--speed-warmup", "1", "--device", "cpu"])
+    assert code == 0
+    assert len(out_tok.read_text().splitlines()) == 30
+    timing = json.loads(speed.read_text())
+    assert timing["latency_ms_per_sentence"] > 0 and timing["speedup"] > 0 and timing["n_sentences"] == 5
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, corpus_dir, capsys):
+    code = main(["--model", str(tmp_path / "nope.pt"), "--dict", str(corpus_dir / "dict.txt"),
+                 "--src-prefix", str(corpus_dir / "valid.src"), "--tgt-prefix", str(corpus_dir / "valid.tgt"),
+                 "--decoding", "{\"strategy\": \"argmax\"}", "--tgt-lang", "en", "--out-tok", str(tmp_path / "o")])
+    assert code == 2 and "nope.pt" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
