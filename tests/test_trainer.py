@@ -101,3 +101,17 @@ def test_update_freq_keeps_the_effective_batch_whatever_the_gpu_count(train_vali
     assert trainer.update_freq() == 2
     trainer.world = 3
     assert trainer.update_freq() == 6
+
+
+def test_logged_loss_is_the_weighted_objective(train_valid, dictionary, tmp_path):
+    import csv
+
+    train, valid = train_valid
+    model = {**MODEL, "arch": "vanilla_nat"}
+    spec = dict(SPEC, max_updates=4, update_freq=1, validate_every=4, save_every=4)
+    Trainer(model, spec, dictionary, train, valid, tmp_path / "run", seed=7, device="cpu", sizes=SIZES,
+            log=lambda *_: None).train()
+    with open(tmp_path / "run" / "train_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:  # L = L_NAT + delta L_LEN with delta = 0.1 (Eq. 13), not the plain sum of the terms
+        assert float(row["loss"]) == pytest.approx(float(row["loss_nat"]) + 0.1 * float(row["loss_length"]), rel=1e-5)

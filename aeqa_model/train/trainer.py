@@ -348,12 +348,14 @@ class Trainer:
                     group_param["lr"] = lr
                 self.optimizer.zero_grad(set_to_none=True)
                 logged: dict[str, float] = {}
+                loss_value = 0.0  # the optimized objective: the weighted sum (Eq. 13), not the raw terms
                 ntok = 0
                 for ids in group:
                     batch = self.train_data.batch(ids).to(self.device)
                     terms = self._forward(batch, self.state.update)
                     loss = total_loss(terms) / len(group)
                     self.scaler.scale(loss).backward()
+                    loss_value += float(loss.detach())
                     for name, term in terms.items():
                         logged[name] = logged.get(name, 0.0) + float(term.value.detach()) / len(group)
                     ntok += batch.ntokens
@@ -364,7 +366,6 @@ class Trainer:
                 self.state.update += 1
                 self.state.batch_in_epoch += update_freq
                 tokens_seen += ntok
-                loss_value = sum(logged.values())
                 elapsed = max(time.time() - started, 1e-6)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_seen / elapsed:.0f}",
