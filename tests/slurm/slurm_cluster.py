@@ -74,10 +74,22 @@ def why_unavailable(install: bool = True) -> str | None:
     conf = CONF_DIR / "slurm.conf"
     if conf.exists() and MARKER not in conf.read_text(errors="replace"):
         return f"{conf} exists and was not written by this test: not touching a real SLURM installation"
-    busy = _run(["pgrep", "-x", "slurmctld|slurmd"])
-    if busy.returncode == 0 and busy.stdout.strip():
-        return f"slurmctld/slurmd already running (pids {busy.stdout.split()}): not starting a second cluster"
+    busy = _running("slurmctld", "slurmd")
+    if busy:
+        return f"slurmctld/slurmd already running (pids {busy}): not starting a second cluster"
     return None
+
+
+def _running(*names: str) -> list[int]:
+    """Pids of processes with one of these names (/proc; pgrep may not be installed)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() in names:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
 
 
 class LocalSlurm:

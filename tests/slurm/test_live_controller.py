@@ -32,9 +32,10 @@ SMOKE = ["--configfile", "config/smoke.yaml", "tests/slurm/smoke-slurm.yaml"]
 # GPUs per job of the GPU stages in tests/slurm/smoke-slurm.yaml
 GPU_RULES = {"train_teacher": 2, "train_nat": 1, "distill_shard": 1, "pretrain_sqs_encoder": 1,
              "pretrain_sqs": 1, "decode": 1}
-# Work of the time-limited training, in seconds of this machine: more than the
-# 1-minute limit, so at least one attempt is cut off whenever the signal comes.
-WORK_SECONDS = 80
+# Work of the time-limited training, in seconds of this machine: the warning
+# comes at most 45 s into a job, so at least one attempt is cut off even if the
+# machine runs faster than measured; more work means more (slow) resubmissions.
+WORK_SECONDS = 60
 HEAVY_RULES = {"prepare", "bpe", "binarize", "train_teacher", "distill_shard", "pretrain_sqs", "train_nat",
                "decode", "evaluate"}
 
@@ -42,11 +43,14 @@ HEAVY_RULES = {"prepare", "bpe", "binarize", "train_teacher", "distill_shard", "
 class Run:
     """A Snakemake run in the background; wait() returns its output."""
 
-    def __init__(self, args, log: Path, slurm: bool):
+    def __init__(self, args, log: Path, slurm: bool, nice: bool = True):
+        """slurm: through the slurm profile; else a local run (at low priority if nice)."""
         self.log, self.started = log, time.time()
         self.proc = (snakemake_background([*SLURM_PROFILES, *args], log, nice=False) if slurm
-                     else snakemake_background(["--profile", "profiles/local", "--cores", "1", *args], log))
+                     else snakemake_background(["--profile", "profiles/local", "--cores", "1", *args], log,
+                                               nice=nice))
         self.elapsed = None
+
     def wait(self, timeout=1200) -> str:
         code = self.proc.wait(timeout=timeout)
         self.elapsed = self.log.stat().st_mtime - self.started  # its last output, not when we asked
@@ -95,9 +99,10 @@ class LiveRuns:
         data = Run([*template, "--until", "binarize"], self.log("time-limit-data"), slurm=False)
         if data.proc.wait(timeout=900):
             return  # the test reports it
-        # How fast does this machine train? Size the work to ~WORK_SECONDS.
+        # How fast does this machine train? Size the work to ~WORK_SECONDS. (At the
+        # priority the SLURM job gets: a niced measurement would undersize it.)
         calibrate = Run([*template, "--", str(self.model_dir / "at_cal/model.pt")], self.log("time-limit-calibrate"),
-                        slurm=False)
+                        slurm=False, nice=False)
         if calibrate.proc.wait(timeout=900):
             return
         rate = updates_per_second(self.limit_results / "smoke/logs/train_nat/smoke_ende.en-de.raw.at_cal.log")
@@ -261,7 +266,11 @@ def test_time_limit_signal_checkpoints_and_the_resubmitted_job_resumes(slurm_clu
              if (m := re.search(r"received signal (\d+)\D.*?saved at update (\d+)", line))]
     resumed = [int(m.group(1)) for line in watcher.lines if (m := re.search(r"resumed from .*? at update (\d+)", line))]
     assert saved and all(sig == 15 for sig, _ in saved), watcher.lines
-    assert resumed == [k for _, k in saved], f"saved at {saved}, resumed at {resumed}"
+    # (A warning that comes while the job is finishing makes Snakemake report the
+    # job failed although the trainer wrote everything: the next attempt then
+    # resumes from the final checkpoint, does no update and writes the model.)
+    assert resumed in ([k for _, k in saved], [k for _, k in saved] + [live_runs.updates]), \
+        f"saved at {saved}, resumed at {resumed}"
     logs = [p.read_text(errors="replace") for p in live_runs.limit_logs.rglob("*.log")]
     assert sum("exit status 75" in text for text in logs) == len(saved), "each interrupted attempt exited 75"
 
