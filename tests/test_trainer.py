@@ -115,3 +115,17 @@ def test_logged_loss_is_the_weighted_objective(train_valid, dictionary, tmp_path
         rows = list(csv.DictReader(handle))
     for row in rows:  # L = L_NAT + delta L_LEN with delta = 0.1 (Eq. 13), not the plain sum of the terms
         assert float(row["loss"]) == pytest.approx(float(row["loss_nat"]) + 0.1 * float(row["loss_length"]), rel=1e-5)
+
+
+def test_changed_settings_train_from_scratch_and_keep_the_old_run(train_valid, dictionary, tmp_path):
+    spec = dict(SPEC, max_updates=4, update_freq=1, validate_every=4, save_every=2)
+    assert _trainer(train_valid, dictionary, tmp_path / "run", spec).train() == 0
+    # A longer run with the same settings resumes where the first stopped ...
+    longer = _trainer(train_valid, dictionary, tmp_path / "run", dict(spec, max_updates=6))
+    assert longer.try_resume() and longer.state.update == 4
+    # ... a changed learning rate (a config edit, then --forcerun) starts over.
+    changed = _trainer(train_valid, dictionary, tmp_path / "run", dict(spec, lr=2e-3))
+    assert not changed.try_resume() and changed.state.update == 0
+    stale = list((tmp_path / "run").glob("stale-*"))
+    assert len(stale) == 1 and (stale[0] / "checkpoint_last.pt").exists() and (stale[0] / "train_log.csv").exists()
+    assert not (tmp_path / "run" / "checkpoint_last.pt").exists()

@@ -9,6 +9,8 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import os
 import random
@@ -98,6 +100,19 @@ class SignalFlag:
         self.received = signum
 
 
+# Training settings that only change when and how results are written, or how far a
+# run goes: a checkpoint stays resumable across edits of these.
+RESUMABLE_KEYS = {"max_updates", "validate_every", "save_every", "keep_last", "average_last",
+                  "validate_bleu_sentences", "tensorboard"}
+
+
+def setup_fingerprint(model_spec: dict, train_spec: dict, seed: int) -> str:
+    """Hash of everything that defines the run a checkpoint belongs to."""
+    settings = {"model": model_spec, "seed": seed,
+                "training": {k: v for k, v in train_spec.items() if k not in RESUMABLE_KEYS}}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def amp_dtype(setting: str, device: torch.device):
     if device.type != "cuda" or setting in ("none", False, None):
         return None
@@ -127,6 +142,7 @@ class Trainer:
                 self.device = torch.device("cuda", local)
         seed_everything(seed)
         self.max_updates = int(train_spec["max_updates"])
+        self.setup = setup_fingerprint(model_spec, train_spec, seed)
         options = {"label_smoothing": train_spec.get("label_smoothing", 0.1), "max_updates": self.max_updates}
         self.model = build_model(model_spec, dictionary, sizes, options).to(self.device)
         if sqs_init and hasattr(self.model, "load_pretrained_sqs"):
@@ -162,7 +178,7 @@ class Trainer:
     def checkpoint(self) -> dict:
         return {"model": model_payload(self.model), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "state": self.state.__dict__, "rng": rng_state(),
-                "train_spec": self.spec, "seed": self.seed}
+                "train_spec": self.spec, "seed": self.seed, "setup": self.setup}
 
     def save(self, tag: str) -> None:
         if self.rank != 0:
@@ -222,6 +238,18 @@ class Trainer:
                 f"{self.last_path}: cannot resume from this checkpoint ({type(err).__name__}: {err}). "
                 f"Restore it from a backup, or delete it (and the other checkpoint_*.pt files in "
                 f"{self.out_dir}) to train from scratch") from None
+        if ckpt.get("setup", self.setup) != self.setup:
+            # The model or training settings changed since these checkpoints were written
+            # (e.g. a config edit followed by --forcerun): train from scratch, keeping the
+            # old run's files aside rather than deleting them.
+            stale = self.out_dir / f"stale-{ckpt['setup'][:12]}"
+            stale.mkdir(exist_ok=True)
+            for old in [*self.out_dir.glob("checkpoint_*.pt"), self.csv_path]:
+                if old.exists():
+                    os.replace(old, stale / old.name)
+            self.log(f"{self.last_path}: written for other model/training settings; starting from scratch "
+                     f"(the old checkpoints and log are kept in {stale})")
+            return False
         self.model.load_state_dict(ckpt["model"]["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
