@@ -152,3 +152,26 @@ def test_vanilla_nat_npd_picks_best_scored_candidate(dictionary, tiny_cfg):
     enc, mask = model.encode(batch.src)
     lengths = model.predict_lengths(enc, mask, beam=4)
     assert [len(h) for h in hyps] == lengths.max(1).values.tolist()
+
+
+def test_training_reset_moves_only_unused_codes_onto_states():
+    torch.manual_seed(0)
+    sqs = SemanticQuantizer(16, 4)
+    with torch.no_grad():
+        sqs.codebook.copy_(torch.randn(16, 4) * 0.01)     # every code far from the states ...
+        sqs.codebook[3] = torch.full((4,), 5.0)            # ... but one, which takes them all
+    h = torch.randn(64, 4) * 0.1 + 5.0
+    assert sqs.nearest(h).unique().tolist() == [3]
+    before = sqs.codebook.detach().clone()
+    sqs.enable_reset(0.01)
+    sqs.train()
+    sqs(h)
+    assert torch.equal(sqs.codebook[3], before[3])         # the used code is untouched
+    moved = (sqs.codebook.detach() != before).any(1)
+    assert moved.sum() == 15 and not moved[3]
+    assert len(sqs.nearest(h).unique()) > 5                # the states now spread over several codes
+    off = SemanticQuantizer(16, 4)
+    off.train()
+    snapshot = off.codebook.detach().clone()
+    off(h)
+    assert torch.equal(off.codebook, snapshot)             # disabled by default (pre-alignment stage)

@@ -22,13 +22,14 @@ from aeqa_model.models.sqs import SemanticQuantizer
 class AEQADAT(DATransformer):
     arch = "aeqa_dat"
     default_decoding = "lookahead"
-    OPTIONS = ("codebook_size", "ema_decay", "sqa_weight")
+    OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "codebook_reset")
 
     def __init__(self, dictionary, cfg, options):
         options = {"graph_factor": 3, **options}
         super().__init__(dictionary, cfg, options)
         self.sqs = SemanticQuantizer(int(options.get("codebook_size", 2048)), cfg.embed_dim,
                                      decay=float(options.get("ema_decay", 0.99)))
+        self.sqs.enable_reset(float(options.get("codebook_reset", 0.01)))
         self.sqa_weight = float(options.get("sqa_weight", 0.25))            # epsilon, Eq. 13
 
     def load_pretrained_sqs(self, path) -> None:

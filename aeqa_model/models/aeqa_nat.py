@@ -75,12 +75,13 @@ class AEQANAT(VanillaNAT):
     arch = "aeqa_nat"
     default_decoding = "argmax"
     OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "glancing", "lambda_start", "lambda_end",
-               "anneal_updates", "glance_loss", "reordering")
+               "anneal_updates", "glance_loss", "reordering", "codebook_reset")
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)
         self.sqs = SemanticQuantizer(int(options.get("codebook_size", 2048)), cfg.embed_dim,
                                      decay=float(options.get("ema_decay", 0.99)))
+        self.sqs.enable_reset(float(options.get("codebook_reset", 0.01)))
         self.sqa_weight = float(options.get("sqa_weight", 0.25))            # epsilon, Eq. 13
         self.glancing = options.get("glancing", "adaptive")                 # adaptive | uniform | none
         self.lambda_start = float(options.get("lambda_start", 0.6))

@@ -39,6 +39,15 @@ class SemanticQuantizer(nn.Module):
         self.register_buffer("ema_count", torch.ones(num_codes))
         self.register_buffer("ema_sum", self.codebook.detach().clone())
         self.register_buffer("usage", torch.zeros(num_codes))
+        # Training-time reset (docs/method.md #22): a short-horizon usage average; codes
+        # far below an even share are moved onto current states. Off unless enabled.
+        self.reset_decay, self.reset_fraction = 0.9, 0.0
+        self.register_buffer("recent_usage", torch.zeros(num_codes))
+
+    def enable_reset(self, fraction: float = 0.01, decay: float = 0.9) -> None:
+        """Re-seed, during NAT training, the codes whose recent usage is below
+        ``fraction`` of an even share (0 disables)."""
+        self.reset_fraction, self.reset_decay = float(fraction), float(decay)
 
     def load_pretrained(self, path) -> None:
         """Start from the codebook of the pretrain_sqs stage (App. A.2)."""
@@ -69,7 +78,10 @@ class SemanticQuantizer(nn.Module):
         if self.training:
             with torch.no_grad():
                 keep = torch.ones_like(indices, dtype=torch.bool) if mask is None else ~mask
-                self.usage += torch.bincount(indices[keep], minlength=self.num_codes).float()
+                counts = torch.bincount(indices[keep], minlength=self.num_codes).float()
+                self.usage += counts
+                if self.reset_fraction > 0:
+                    self._reset_unused(h.detach()[keep].float(), counts)
         return Quantized(indices, codes, straight)
 
     @torch.no_grad()
@@ -90,6 +102,27 @@ class SemanticQuantizer(nn.Module):
         smoothed = (self.ema_count + self.epsilon) / (total + self.num_codes * self.epsilon) * total
         self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
         self._reseed_dead(vecs)
+
+    @torch.no_grad()
+    def _reset_unused(self, vecs: torch.Tensor, counts: torch.Tensor) -> None:
+        """The NAT's encoder starts untrained, so at first its states may all fall next
+        to one pre-aligned code, and the commitment term L_ax would keep them there
+        (codebook collapse). Codes that (almost) no state chooses move to random current
+        states; a used code is never touched."""
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+        self.recent_usage.mul_(self.reset_decay).add_(counts, alpha=1 - self.reset_decay)
+        even_share = self.recent_usage.sum() / self.num_codes
+        unused = self.recent_usage < self.reset_fraction * even_share
+        n_unused = int(unused.sum())
+        if n_unused == 0 or len(vecs) == 0:
+            return
+        gen = torch.Generator(device="cpu").manual_seed(int(self.usage.sum()) + n_unused)
+        chosen = vecs[torch.randint(len(vecs), (n_unused,), generator=gen).to(vecs.device)].contiguous()
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(chosen, src=0)
+        self.codebook.data[unused] = chosen.to(self.codebook.dtype)
+        self.recent_usage[unused] = even_share
 
     @torch.no_grad()
     def _reseed_dead(self, vecs: torch.Tensor) -> None:
