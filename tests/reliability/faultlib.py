@@ -9,26 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+from tests.conftest import VOCAB, make_pairs  # the unit tests' toy task
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 
 # ------------------------------------------------------------------ corpora --
-VOCAB = [f"w{i}" for i in range(30)]
-
-
-def make_pairs(n: int, seed: int = 0):
-    """Toy task (the same as tests/conftest.py): the target is the source reversed, ids + 1."""
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for _ in range(n):
-        src = rng.integers(6, 6 + len(VOCAB) - 1, size=int(rng.integers(2, 8)))
-        pairs.append((src.tolist(), (src[::-1] + 1).tolist()))
-    return pairs
-
-
 def write_tiny_corpus(out: Path) -> Path:
     """dict.txt + binarized train (200 pairs) and valid (30 pairs) under ``out``."""
     from aeqa_model.data.dictionary import Dictionary
