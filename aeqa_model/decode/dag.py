@@ -13,14 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from aeqa_model.decode import strip
+from aeqa_model.decode import pack_left, strip
 from aeqa_model.models.dat import NEG, backtrack
-
-
-def pack_left(tokens: torch.Tensor, keep: torch.Tensor, pad: int) -> torch.Tensor:
-    """Move the kept entries of every row to the front (in order), pad the rest."""
-    order = (~keep).to(torch.int8).argsort(dim=1, stable=True)
-    return tokens.gather(1, order).masked_fill(~keep.gather(1, order), pad)
 
 
 def emit_path(model, tokens, emit, path, path_mask):

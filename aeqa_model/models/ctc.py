@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from aeqa_model.decode import pack_left
 from aeqa_model.models.base import LossTerm
 from aeqa_model.models.nat import VanillaNAT
 
@@ -23,11 +24,7 @@ def ctc_collapse(tokens: torch.Tensor, valid: torch.Tensor, blank: int, pad: int
     returns (B, T) with the collapsed sequence first and ``pad`` after it.
     """
     previous = torch.cat([torch.full_like(tokens[:, :1], -1), tokens[:, :-1]], dim=1)
-    keep = valid & tokens.ne(blank) & tokens.ne(previous)
-    # Stable sort on "not kept" moves the kept tokens to the front in their order.
-    order = (~keep).to(torch.int8).argsort(dim=1, stable=True)
-    packed = tokens.gather(1, order)
-    return packed.masked_fill(~keep.gather(1, order), pad)
+    return pack_left(tokens, valid & tokens.ne(blank) & tokens.ne(previous), pad)
 
 
 class CTCNAT(VanillaNAT):
