@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aeqa_model.models.base import LossTerm
-from aeqa_model.models.glancing import choose_glance_positions, same_dropout
+from aeqa_model.models.glancing import GlanceSchedule, choose_glance_positions, glance_counts, same_dropout
 from aeqa_model.models.nat import VanillaNAT
 from aeqa_model.models.sqs import SemanticQuantizer
 
@@ -38,10 +38,7 @@ def masked_sq_error(a: torch.Tensor, b: torch.Tensor, pad_mask: torch.Tensor) ->
 
 def anneal(start: float, end: float, update: int, total: int) -> float:
     """Linear annealing from ``start`` at update 0 to ``end`` at ``total`` (then constant)."""
-    if total <= 0:
-        return end
-    frac = min(max(update / total, 0.0), 1.0)
-    return start + (end - start) * frac
+    return GlanceSchedule(start, end, total)(update)
 
 
 def sqa_terms(enc, enc_mask, q_x, q_y, y_mask, decoder_states, weight: float) -> dict[str, LossTerm]:
@@ -138,12 +135,10 @@ class AEQANAT(VanillaNAT):
         if self.glancing != "none" and ratio > 0:                                    # Eq. 11
             with torch.no_grad(), same_dropout(target.device):
                 first, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
-                pred = first[-1].argmax(-1)
-                if self.glancing == "adaptive":
-                    base = (pred.ne(target) & ~tgt_mask).sum(1).float()                # Hamming(Y, Y^)
-                else:
-                    base = tgt_lengths.float()                                         # uniform: |Y|
-                counts = torch.floor(ratio * base).long()
+                if self.glancing == "adaptive":                                        # Hamming(Y, Y^)
+                    counts = glance_counts(ratio, first[-1].argmax(-1), target, tgt_mask)
+                else:                                                                  # uniform: |Y|
+                    counts = torch.floor(ratio * tgt_lengths.float()).long()
                 glanced = choose_glance_positions(torch.rand(target.shape, device=target.device), counts, tgt_mask)
             inputs = torch.where(glanced.unsqueeze(-1), q_y.codes.to(inputs.dtype), inputs)
 
