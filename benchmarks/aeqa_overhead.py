@@ -1,7 +1,7 @@
 """AEQA-NAT overhead over vanilla NAT at the same model size, measured side by side.
 
 Prints training tokens/s (forward + backward + optimizer step on the same
-synthetic batches) and batch-1 decoding latency of vanilla NAT, GLAT and
+synthetic batches) and batch-1 decoding latency (every model at the output length |X|) of vanilla NAT, GLAT and
 AEQA-NAT, and the ratios (targets: training >= 0.8x, decoding >= 0.95x of
 vanilla NAT). GLAT is printed beside them because, like AEQA-NAT, it runs a
 gradient-free first decoder pass per update for glancing.
@@ -19,6 +19,15 @@ from aeqa_model.decode import generate
 from aeqa_model.models.base import total_loss
 from aeqa_model.train.build import build_model
 
+
+def pin_length_prediction(model) -> None:
+    """Make the length predictor choose |Y| = |X| for every sentence. Latency grows
+    with the output length, and a barely trained predictor would pick a different,
+    arbitrary length for each model; the comparison is of the same work."""
+    with torch.no_grad():
+        model.length.proj.weight.zero_()
+        model.length.proj.bias.zero_()
+        model.length.proj.bias[model.length.max_offset] = 1.0
 
 
 def main() -> None:
@@ -56,12 +65,13 @@ def main() -> None:
 
         def decode_all(model=model):
             model.eval()
+            pin_length_prediction(model)
             for src in singles:  # batch size 1, one sentence at a time
                 generate(model, src, {"strategy": "argmax"})
 
         train_fns[name], decode_fns[name] = step, decode_all
     train = interleaved(train_fns, device, rounds=args.rounds, repeat=max(1, args.steps // args.rounds))
-    decode = interleaved(decode_fns, device, rounds=args.rounds, repeat=1)
+    decode = interleaved(decode_fns, device, rounds=args.rounds, repeat=3)
     rows, speeds = [], {}
     for name in train_fns:
         tok_s, latency = batch.ntokens / train[name], decode[name] / len(singles)

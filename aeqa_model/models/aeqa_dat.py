@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from aeqa_model.models.aeqa_nat import sqa_terms
+from aeqa_model.models.aeqa_nat import encode_target, sqa_terms
 from aeqa_model.models.base import LossTerm
 from aeqa_model.models.dat import DATransformer
 from aeqa_model.models.glancing import same_dropout
@@ -22,7 +22,7 @@ from aeqa_model.models.sqs import SemanticQuantizer
 class AEQADAT(DATransformer):
     arch = "aeqa_dat"
     default_decoding = "lookahead"
-    OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "codebook_reset")
+    OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "codebook_reset", "target_dropout")
 
     def __init__(self, dictionary, cfg, options):
         options = {"graph_factor": 3, **options}
@@ -31,6 +31,7 @@ class AEQADAT(DATransformer):
                                      decay=float(options.get("ema_decay", 0.99)))
         self.sqs.enable_reset(float(options.get("codebook_reset", 0.01)))
         self.sqa_weight = float(options.get("sqa_weight", 0.25))            # epsilon, Eq. 13
+        self.target_dropout = bool(options.get("target_dropout", False))   # docs/method.md #23
 
     def load_pretrained_sqs(self, path) -> None:
         self.sqs.load_pretrained(path)
@@ -43,8 +44,7 @@ class AEQADAT(DATransformer):
         target, tgt_lengths = self.dag_target(batch)
         y, y_mask = batch.target, batch.target.eq(self.pad)
         enc, enc_mask = self.encode(batch.src)                                     # H_x
-        with torch.no_grad():                                                      # H_y (see AEQANAT.losses)
-            h_y = self.encoder.forward_embedded(self.embed(y), y_mask)
+        h_y = encode_target(self, y, y_mask, self.target_dropout)                  # H_y
         q_x = self.sqs(enc, enc_mask)                                              # Eq. 4
         q_y = self.sqs(h_y, y_mask)                                                # Eq. 5
         sizes = self.graph_sizes(enc_mask, tgt_lengths)

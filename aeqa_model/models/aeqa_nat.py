@@ -13,6 +13,7 @@ pass output (lambda_inf > 0, Table 3; see docs/method.md).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,29 @@ def masked_sq_error(a: torch.Tensor, b: torch.Tensor, pad_mask: torch.Tensor) ->
     err = (a.float() - b.float()).pow(2).mean(-1)
     keep = (~pad_mask).float()
     return (err * keep).sum() / keep.sum().clamp(min=1)
+
+
+@contextmanager
+def without_dropout(*modules: nn.Module):
+    """Run the enclosed code with ``modules`` in inference mode (no dropout), then
+    restore each module's own training flag."""
+    was = [m.training for m in modules]
+    for m in modules:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m, flag in zip(modules, was):
+            m.train(flag)
+
+
+def encode_target(model, target: torch.Tensor, y_mask: torch.Tensor, dropout: bool) -> torch.Tensor:
+    """H_y = f_enc(Y) (Eq. 5, docs/method.md #8, #23), with no gradient: every use of
+    it is behind a stop-gradient (Eq. 9, 10) or is a codebook vector (Eq. 11). Unless
+    ``dropout``, the pass runs without dropout: H_y is a target, as GLAT's gold
+    embeddings are, and the quantized codes should not depend on a dropout draw."""
+    with torch.no_grad(), (nullcontext() if dropout else without_dropout(model.embed, model.encoder)):
+        return model.encoder.forward_embedded(model.embed(target), y_mask)
 
 
 def anneal(start: float, end: float, update: int, total: int) -> float:
@@ -72,7 +96,7 @@ class AEQANAT(VanillaNAT):
     arch = "aeqa_nat"
     default_decoding = "argmax"
     OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "glancing", "lambda_start", "lambda_end",
-               "anneal_updates", "glance_loss", "reordering", "codebook_reset")
+               "anneal_updates", "glance_loss", "reordering", "codebook_reset", "target_dropout")
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)
@@ -86,6 +110,7 @@ class AEQANAT(VanillaNAT):
         self.anneal_updates = int(options.get("anneal_updates", options.get("max_updates", 300000)))
         self.glance_loss = options.get("glance_loss", "all")                # all (Eq. 12) | unglanced
         self.reordering = bool(options.get("reordering", False))
+        self.target_dropout = bool(options.get("target_dropout", False))   # docs/method.md #23
         if self.reordering:
             # Light pointer layer predicting the AR permutation from z_q(H_m) alone.
             self.pointer_q = nn.Linear(cfg.embed_dim, cfg.embed_dim)
@@ -113,10 +138,7 @@ class AEQANAT(VanillaNAT):
         target, tgt_lengths = batch.target, batch.target_lengths
         enc, enc_mask = self.encode(batch.src)                                       # H_x
         y_mask = target.eq(self.pad)
-        # H_y = f_enc(Y). Every use of it is behind a stop-gradient (Eq. 9, 10) or is a
-        # codebook vector (glancing, Eq. 11), so the encoder pass over Y needs no backward.
-        with torch.no_grad():
-            h_y = self.encoder.forward_embedded(self.embed(target), y_mask)
+        h_y = encode_target(self, target, y_mask, self.target_dropout)               # H_y
         q_x = self.sqs(enc, enc_mask)                                                # Eq. 4
         q_y = self.sqs(h_y, y_mask)                                                  # Eq. 5
         h_m, tgt_mask = self.copy_inputs(enc, enc_mask, tgt_lengths)                 # softcopy
@@ -134,9 +156,9 @@ class AEQANAT(VanillaNAT):
         ratio = self.glance_ratio(update)
         if self.glancing != "none" and ratio > 0:                                    # Eq. 11
             with torch.no_grad(), same_dropout(target.device):
-                first, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
                 if self.glancing == "adaptive":                                        # Hamming(Y, Y^)
-                    counts = glance_counts(ratio, first[-1].argmax(-1), target, tgt_mask)
+                    predicted = self.predict_tokens(inputs, tgt_mask, enc, enc_mask)
+                    counts = glance_counts(ratio, predicted, target, tgt_mask)
                 else:                                                                  # uniform: |Y|
                     counts = torch.floor(ratio * tgt_lengths.float()).long()
                 glanced = choose_glance_positions(torch.rand(target.shape, device=target.device), counts, tgt_mask)

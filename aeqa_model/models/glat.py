@@ -31,8 +31,8 @@ class GLAT(VanillaNAT):
         if ratio <= 0:
             return inputs, glanced
         with torch.no_grad(), same_dropout(target.device):
-            first, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
-            counts = glance_counts(ratio, first[-1].argmax(-1), target, tgt_mask)
+            predicted = self.predict_tokens(inputs, tgt_mask, enc, enc_mask)
+            counts = glance_counts(ratio, predicted, target, tgt_mask)
             glanced = choose_glance_positions(torch.rand(target.shape, device=target.device), counts, tgt_mask)
         gold = self.embed.lookup(target).to(inputs.dtype)
         return torch.where(glanced.unsqueeze(-1), gold, inputs), glanced

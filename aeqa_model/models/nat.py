@@ -99,8 +99,9 @@ class VanillaNAT(Seq2SeqModel):
             h = torch.bmm(w.to(enc.dtype), enc)
         return h, tgt_mask
 
-    def run_decoder(self, inputs, tgt_mask, enc, enc_mask):
-        """Returns per-layer logits (DSLP) — the last entry is the model's prediction."""
+    def run_decoder(self, inputs, tgt_mask, enc, enc_mask, final_logits: bool = True):
+        """Returns per-layer logits (DSLP) — the last entry is the model's prediction —
+        and the last layer's states; ``final_logits=False`` skips the last output layer."""
         x = self.embed.add_positions(inputs)
         layer_logits = []
 
@@ -111,8 +112,18 @@ class VanillaNAT(Seq2SeqModel):
             return self.dslp_proj[i](torch.cat([h, pred], dim=-1))
 
         states = self.decoder(x, tgt_mask, enc, enc_mask, layer_hook=hook if self.dslp else None)
-        layer_logits.append(self.embed.logits(states[-1]))
+        if final_logits:
+            layer_logits.append(self.embed.logits(states[-1]))
         return layer_logits, states[-1]
+
+    def predict_tokens(self, inputs, tgt_mask, enc, enc_mask) -> torch.Tensor:
+        """Argmax tokens of one decoder pass, pad at padding positions (the glancing
+        first pass, Eq. 11). The output layer, the largest part of the pass, runs
+        only at the non-padding positions."""
+        _, last = self.run_decoder(inputs, tgt_mask, enc, enc_mask, final_logits=False)
+        keep = ~tgt_mask
+        tokens = torch.full(tgt_mask.shape, self.pad, dtype=torch.long, device=tgt_mask.device)
+        return tokens.masked_scatter(keep, self.embed.logits(last[keep]).argmax(-1))
 
     def decoder_inputs(self, enc, enc_mask, tgt_lengths):
         return self.copy_inputs(enc, enc_mask, tgt_lengths)

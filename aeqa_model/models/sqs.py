@@ -1,7 +1,9 @@
 """Semantic Quantization Space (Sec. 2.3): a K x D codebook shared by both languages.
 
 * nearest-neighbour quantization z_q(h) = argmin_k ||h - e_k||  (Eq. 4-5),
-  vectorized as ||h||^2 - 2 h.e + ||e||^2 over all codes at once;
+  vectorized as one fused ``||e||^2 - 2 h.e`` matrix product over all codes
+  (``||h||^2`` is the same for every code and cannot change the argmin); only
+  non-padding vectors are searched;
 * straight-through estimator: h + sg(z_q(h) - h) passes gradients to h;
 * EMA codebook update (Eq. 6) with Laplace-smoothed counts; dead codes are
   re-seeded from the current batch; counts and sums are all-reduced across DDP
@@ -26,7 +28,13 @@ from torch import nn
 class Quantized:
     indices: torch.Tensor   # (..., ) code index per vector
     codes: torch.Tensor     # (..., D) e_k, differentiable w.r.t. the codebook
-    straight: torch.Tensor  # (..., D) h + sg(e_k - h): gradients reach h
+    source: torch.Tensor    # (..., D) the quantized vectors h
+
+    @property
+    def straight(self) -> torch.Tensor:
+        """h + sg(e_k - h): the code's value with gradients reaching h (built on demand:
+        inference never needs it)."""
+        return self.source + (self.codes - self.source).detach()
 
 
 class SemanticQuantizer(nn.Module):
@@ -43,6 +51,23 @@ class SemanticQuantizer(nn.Module):
         # far below an even share are moved onto current states. Off unless enabled.
         self.reset_decay, self.reset_fraction = 0.9, 0.0
         self.register_buffer("recent_usage", torch.zeros(num_codes))
+        self._norms_cache: tuple | None = None
+
+    def train(self, mode: bool = True):
+        self._norms_cache = None   # training changes the codebook in place
+        return super().train(mode)
+
+    def code_norms(self) -> torch.Tensor:
+        """||e_k||^2 for every code. Cached while not training (batch-1 decoding would
+        otherwise recompute it for every sentence); any in-place change to the
+        codebook (load_state_dict, optimizer step) bumps its version and the key."""
+        book = self.codebook.detach()
+        if self.training:
+            return book.float().pow(2).sum(1)
+        key = (book.data_ptr(), self.codebook._version, book.device)
+        if self._norms_cache is None or self._norms_cache[0] != key:
+            self._norms_cache = (key, book.float().pow(2).sum(1))
+        return self._norms_cache[1]
 
     def enable_reset(self, fraction: float = 0.01, decay: float = 0.9) -> None:
         """Re-seed, during NAT training, the codes whose recent usage is below
@@ -63,35 +88,44 @@ class SemanticQuantizer(nn.Module):
     def nearest(self, h: torch.Tensor) -> torch.Tensor:
         """Index of the closest code for every vector in ``h`` (..., D)."""
         flat = h.reshape(-1, self.dim).float()
-        book = self.codebook.float()
-        dist2 = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ book.t() + book.pow(2).sum(1)[None, :]
-        return dist2.argmin(dim=1).view(h.shape[:-1])
+        book = self.codebook.detach().float()
+        # argmin_k ||h - e_k||^2 = argmin_k (||e_k||^2 - 2 h.e_k): one addmm, no (N, K)
+        # elementwise passes, which cost three times the product itself on a CPU.
+        scores = torch.addmm(self.code_norms()[None, :], flat, book.t(), alpha=-2.0)
+        return scores.argmin(dim=1).view(h.shape[:-1])
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         return F.embedding(indices, self.codebook)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> Quantized:
-        """Quantize ``h``; ``mask`` (True at padding) excludes positions from the usage counts."""
-        indices = self.nearest(h.detach())
+        """Quantize ``h``; in training, ``mask`` (True at padding) leaves padding out of
+        the search and the usage counts (padding positions get code 0; every consumer
+        masks them). Outside training every position is searched: at inference padding
+        is rare and selecting rows would cost more than it saves."""
+        if mask is None or not self.training:
+            indices = self.nearest(h.detach())
+            kept = h.detach().reshape(-1, self.dim)
+            kept_indices = indices.reshape(-1)
+        else:
+            kept = h.detach()[~mask]
+            kept_indices = self.nearest(kept)
+            indices = torch.zeros(mask.shape, dtype=torch.long, device=h.device).masked_scatter(~mask, kept_indices)
         codes = self.lookup(indices).to(h.dtype)
-        straight = h + (codes - h).detach()
         if self.training:
             with torch.no_grad():
-                keep = torch.ones_like(indices, dtype=torch.bool) if mask is None else ~mask
-                counts = torch.bincount(indices[keep], minlength=self.num_codes).float()
+                counts = torch.bincount(kept_indices, minlength=self.num_codes).float()
                 self.usage += counts
                 if self.reset_fraction > 0:
-                    self._reset_unused(h.detach()[keep].float(), counts)
-        return Quantized(indices, codes, straight)
+                    self._reset_unused(kept.float(), counts)
+        return Quantized(indices, codes, h)
 
     @torch.no_grad()
     def ema_update(self, h: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Eq. 6 over the non-padding vectors of a batch (synchronized across ranks)."""
         keep = torch.ones_like(indices, dtype=torch.bool) if mask is None else ~mask
         vecs, idx = h[keep].float(), indices[keep]
-        onehot = F.one_hot(idx, self.num_codes).float()                       # (N, K)
-        counts = onehot.sum(0)                                                # sum_i 1(z(h_i)=k)
-        sums = onehot.t() @ vecs                                              # w_k
+        counts = torch.bincount(idx, minlength=self.num_codes).float()        # sum_i 1(z(h_i)=k)
+        sums = vecs.new_zeros(self.num_codes, self.dim).index_add_(0, idx, vecs)   # w_k
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
             dist.all_reduce(sums)
