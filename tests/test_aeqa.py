@@ -175,3 +175,74 @@ def test_training_reset_moves_only_unused_codes_onto_states():
     snapshot = off.codebook.detach().clone()
     off(h)
     assert torch.equal(off.codebook, snapshot)             # disabled by default (pre-alignment stage)
+
+
+def test_masked_quantization_searches_only_real_positions_in_training():
+    q = SemanticQuantizer(32, 6).train()
+    h = torch.randn(3, 7, 6)
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[0, 5:] = True
+    mask[2, 2:] = True
+    out = q(h, mask)
+    brute = torch.cdist(h.reshape(-1, 6), q.codebook.detach()).argmin(1).view(3, 7)
+    assert torch.equal(out.indices[~mask], brute[~mask])
+    assert (out.indices[mask] == 0).all()
+    assert int(q.usage.sum()) == int((~mask).sum())                   # padding never counted
+    assert torch.allclose(out.straight[~mask], out.codes[~mask])
+    q.eval()                                                           # inference: every position
+    assert torch.equal(q(h, mask).indices, brute)
+
+
+def test_cached_code_norms_follow_codebook_changes():
+    q = SemanticQuantizer(16, 4).eval()
+    h = torch.randn(10, 4)
+    first = q.nearest(h)
+    assert torch.equal(first, torch.cdist(h, q.codebook.detach()).argmin(1))
+    other = SemanticQuantizer(16, 4)
+    q.load_state_dict(other.state_dict())                              # in-place copy: new version
+    assert torch.equal(q.nearest(h), torch.cdist(h, other.codebook.detach()).argmin(1))
+    with torch.no_grad():
+        q.codebook.mul_(3.0)
+    assert torch.equal(q.nearest(h), torch.cdist(h, q.codebook.detach()).argmin(1))
+
+
+def test_first_pass_predictions_equal_full_argmax_at_real_positions(dictionary, tiny_cfg):
+    for options in ({}, {"dslp": True}):
+        model = VanillaNAT(dictionary, tiny_cfg, options).eval()
+        batch = _batch(dictionary)
+        enc, enc_mask = model.encode(batch.src)
+        inputs, tgt_mask = model.decoder_inputs(enc, enc_mask, batch.target_lengths)
+        assert tgt_mask.any()                                          # the batch is ragged
+        full = model.run_decoder(inputs, tgt_mask, enc, enc_mask)[0][-1].argmax(-1)
+        predicted = model.predict_tokens(inputs, tgt_mask, enc, enc_mask)
+        assert torch.equal(predicted[~tgt_mask], full[~tgt_mask])
+        assert (predicted[tgt_mask] == dictionary.pad).all()
+
+
+def test_target_encoding_runs_without_dropout_unless_asked(dictionary, tiny_cfg):
+    from aeqa_model.models.aeqa_nat import encode_target
+
+    cfg = type(tiny_cfg)(**{**tiny_cfg.__dict__, "dropout": 0.5})
+    model = AEQANAT(dictionary, cfg, {"codebook_size": 16}).train()
+    batch = _batch(dictionary)
+    y_mask = batch.target.eq(dictionary.pad)
+    clean = encode_target(model, batch.target, y_mask, dropout=False)
+    assert model.training and model.encoder.training and model.embed.training   # flags restored
+    model.eval()
+    reference = model.encoder.forward_embedded(model.embed(batch.target), y_mask)
+    model.train()
+    assert torch.allclose(clean, reference, atol=1e-6)
+    assert not clean.requires_grad
+    noisy = encode_target(model, batch.target, y_mask, dropout=True)
+    assert not torch.allclose(noisy[~y_mask], reference[~y_mask])
+
+
+def test_uniform_glancing_needs_no_first_pass(dictionary, tiny_cfg, monkeypatch):
+    batch = _batch(dictionary)
+    for glancing, first_passes in (("uniform", 0), ("adaptive", 1)):
+        model = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, "glancing": glancing})
+        calls = []
+        original = model.predict_tokens
+        monkeypatch.setattr(model, "predict_tokens", lambda *a: calls.append(1) or original(*a))
+        model.losses(batch, 0)
+        assert len(calls) == first_passes
