@@ -129,3 +129,15 @@ def test_changed_settings_train_from_scratch_and_keep_the_old_run(train_valid, d
     stale = list((tmp_path / "run").glob("stale-*"))
     assert len(stale) == 1 and (stale[0] / "checkpoint_last.pt").exists() and (stale[0] / "train_log.csv").exists()
     assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
+
+
+def test_only_rank_zero_logs_progress_under_torchrun():
+    import subprocess
+    import sys
+
+    code = ("import logging; from aeqa_model.train.cli import configure_logging; import sys; "
+            "configure_logging(int(sys.argv[1])); logging.info('progress'); logging.warning('trouble')")
+    out = {rank: subprocess.run([sys.executable, "-c", code, str(rank)], capture_output=True, text=True).stderr
+           for rank in (0, 1)}
+    assert "progress" in out[0] and "trouble" in out[0]
+    assert "progress" not in out[1] and "[rank 1] trouble" in out[1]

@@ -41,9 +41,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def configure_logging(rank: int) -> None:
+    """Under torchrun every rank runs this entry point; only rank 0 logs progress, the
+    others only warnings and errors, tagged with their rank, so the job log holds
+    each line once."""
+    if rank == 0:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    else:
+        logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s [rank {rank}] %(message)s")
+        logging.getLogger().setLevel(logging.WARNING)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    configure_logging(int(os.environ.get("RANK", "0")))
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     model_spec, train_spec = json.loads(args.model_spec), json.loads(args.train_spec)
