@@ -36,6 +36,20 @@ def synthetic_batch(d: Dictionary, sentences: int, min_len: int, max_len: int, s
     return collate(list(range(sentences)), src, tgt, d)
 
 
+def pin_length_prediction(model) -> None:
+    """Make a NAT's length head predict |Y| = |X| (then |X|+-1, +-2, ... for further
+    length candidates). Latency grows with the output length, and an untrained or
+    barely trained head picks a different, arbitrary length for each model, so
+    without this the benchmarks would compare different amounts of work."""
+    if getattr(model, "length", None) is None:
+        return
+    proj = model.length.proj
+    with torch.no_grad():
+        proj.weight.zero_()
+        offsets = torch.arange(proj.out_features, device=proj.bias.device) - model.length.max_offset
+        proj.bias.copy_(-offsets.abs().float())
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -70,4 +84,29 @@ def interleaved(fns: dict, device, rounds: int, repeat: int, warmup: int = 2) ->
     for _ in range(rounds):
         for name, fn in fns.items():
             samples[name].append(timed(fn, device, repeat, warmup=0))
+    return {name: float(np.median(values)) for name, values in samples.items()}
+
+
+def interleaved_items(fns: dict, items: list, device, rounds: int, warmup: int = 1) -> dict:
+    """Median over ``rounds`` of the summed seconds of ``fn(item)`` over ``items``, with
+    the functions alternating item by item (A(x1), B(x1), A(x2), B(x2), ...). For
+    millisecond calls such as batch-1 decoding this keeps drift in machine speed from
+    favouring whichever function happened to run in a fast stretch."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            for item in items:
+                fn(item)
+    samples = {name: [] for name in fns}
+    for r in range(rounds):
+        totals = dict.fromkeys(fns, 0.0)
+        names = list(fns) if r % 2 == 0 else list(reversed(fns))   # alternate who goes first
+        for item in items:
+            for name in names:
+                sync(device)
+                start = time.perf_counter()
+                fns[name](item)
+                sync(device)
+                totals[name] += time.perf_counter() - start
+        for name, total in totals.items():
+            samples[name].append(total)
     return {name: float(np.median(values)) for name, values in samples.items()}

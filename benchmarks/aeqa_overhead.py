@@ -4,7 +4,8 @@ Prints training tokens/s (forward + backward + optimizer step on the same
 synthetic batches) and batch-1 decoding latency (every model at the output length |X|) of vanilla NAT, GLAT and
 AEQA-NAT, and the ratios (targets: training >= 0.8x, decoding >= 0.95x of
 vanilla NAT). GLAT is printed beside them because, like AEQA-NAT, it runs a
-gradient-free first decoder pass per update for glancing.
+gradient-free first decoder pass per update for glancing; AEQA-NAT with
+uniform glancing (Table 6) shows the method's cost without that pass.
 
     python benchmarks/aeqa_overhead.py [--size demo|base] [--device cpu|cuda] [--amp bf16]
 """
@@ -14,20 +15,11 @@ import argparse
 
 import torch
 
-from _common import SIZES, device_info, interleaved, report, synthetic_batch, synthetic_dictionary
+from _common import (SIZES, device_info, interleaved, interleaved_items,
+                     pin_length_prediction, report, synthetic_batch, synthetic_dictionary)
 from aeqa_model.decode import generate
 from aeqa_model.models.base import total_loss
 from aeqa_model.train.build import build_model
-
-
-def pin_length_prediction(model) -> None:
-    """Make the length predictor choose |Y| = |X| for every sentence. Latency grows
-    with the output length, and a barely trained predictor would pick a different,
-    arbitrary length for each model; the comparison is of the same work."""
-    with torch.no_grad():
-        model.length.proj.weight.zero_()
-        model.length.proj.bias.zero_()
-        model.length.proj.bias[model.length.max_offset] = 1.0
 
 
 def main() -> None:
@@ -50,7 +42,10 @@ def main() -> None:
     singles = [batch.src[i:i + 1, : int(batch.src_lengths[i])] for i in range(args.decode_sentences)]
     for name, spec in (("vanilla_nat", {"arch": "vanilla_nat"}),
                        ("glat", {"arch": "glat", "glancing_schedule": "0.5:0.3@1000"}),
-                       ("aeqa_nat", {"arch": "aeqa_nat", "codebook_size": 2048})):
+                       ("aeqa_nat", {"arch": "aeqa_nat", "codebook_size": 2048}),
+                       # Table 6's uniform glancing needs no first decoder pass: what the
+                       # SQS and the encoder pass over Y cost on their own.
+                       ("aeqa_nat_uniform", {"arch": "aeqa_nat", "codebook_size": 2048, "glancing": "uniform"})):
         model = build_model({**spec, "size": args.size}, d, {args.size: SIZES[args.size]},
                             {"max_updates": 1000}).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -63,28 +58,28 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-        def decode_all(model=model):
+        def decode_one(src, model=model):  # batch size 1
             model.eval()
             pin_length_prediction(model)
-            for src in singles:  # batch size 1, one sentence at a time
-                generate(model, src, {"strategy": "argmax"})
+            generate(model, src, {"strategy": "argmax"})
 
-        train_fns[name], decode_fns[name] = step, decode_all
+        train_fns[name] = step
+        if name != "aeqa_nat_uniform":  # decodes exactly as aeqa_nat
+            decode_fns[name] = decode_one
     train = interleaved(train_fns, device, rounds=args.rounds, repeat=max(1, args.steps // args.rounds))
-    decode = interleaved(decode_fns, device, rounds=args.rounds, repeat=3)
-    rows, speeds = [], {}
+    decode = interleaved_items(decode_fns, singles, device, rounds=args.rounds)
+    rows = []
     for name in train_fns:
-        tok_s, latency = batch.ntokens / train[name], decode[name] / len(singles)
-        speeds[name] = (tok_s, latency)
-        rows.append({"model": name, "train_tokens_per_s": round(tok_s, 1),
-                     "decode_ms_per_sentence": round(1000 * latency, 3)})
-    base_tok, base_lat = speeds["vanilla_nat"]
-    aeqa_tok, aeqa_lat = speeds["aeqa_nat"]
-    glat_tok, glat_lat = speeds["glat"]
-    rows.append({"ratio": "aeqa/vanilla", "training_throughput": round(aeqa_tok / base_tok, 3),
-                 "decoding_speed": round(base_lat / aeqa_lat, 3)})
-    rows.append({"ratio": "aeqa/glat", "training_throughput": round(aeqa_tok / glat_tok, 3),
-                 "decoding_speed": round(glat_lat / aeqa_lat, 3)})
+        row = {"model": name, "train_tokens_per_s": round(batch.ntokens / train[name], 1)}
+        if name in decode:
+            row["decode_ms_per_sentence"] = round(1000 * decode[name] / len(singles), 3)
+        rows.append(row)
+    for name, base in (("aeqa_nat", "vanilla_nat"), ("aeqa_nat", "glat"), ("glat", "vanilla_nat"),
+                       ("aeqa_nat_uniform", "vanilla_nat")):
+        ratio = {"ratio": f"{name}/{base}", "training_throughput": round(train[base] / train[name], 3)}
+        if name in decode:
+            ratio["decoding_speed"] = round(decode[base] / decode[name], 3)
+        rows.append(ratio)
     report(f"aeqa_overhead size={args.size} amp={args.amp}", rows, device_info(device))
 
 

@@ -2,8 +2,8 @@
 measured side by side in one run (alternating rounds), with each speedup over AT.
 
 Models are randomly initialised (latency does not depend on training, except
-for output lengths, which are fixed here by the predicted-length heads and by a
-max-length cap for the AT). Use --size base on a GPU for the paper's setting.
+for output lengths: the NATs' length heads are pinned to |Y| = |X| and the AT
+has a max-length cap). Use --size base on a GPU for the paper's setting.
 
     python benchmarks/decode_speed.py [--size demo|base] [--device cuda] [--sentences 50]
 """
@@ -13,7 +13,8 @@ import argparse
 
 import torch
 
-from _common import SIZES, device_info, interleaved, report, synthetic_batch, synthetic_dictionary
+from _common import (SIZES, device_info, interleaved, pin_length_prediction,
+                     report, synthetic_batch, synthetic_dictionary)
 from aeqa_model.decode import generate
 from aeqa_model.train.build import build_model
 
@@ -45,13 +46,7 @@ def main() -> None:
     fns = {}
     for name, spec, decoding in CANDIDATES:
         model = teacher if spec["arch"] == "at" else build_model({**spec, "size": args.size}, d, SIZES).to(device).eval()
-        if getattr(model, "length", None) is not None:
-            # Untrained length heads predict arbitrary lengths; pin them to |Y| = |X| (then
-            # |X|+-1, +-2 for the NPD candidates) so every model emits comparable lengths.
-            with torch.no_grad():
-                model.length.proj.weight.zero_()
-                offsets = torch.arange(model.length.proj.out_features, device=device) - model.length.max_offset
-                model.length.proj.bias.copy_(-offsets.abs().float())
+        pin_length_prediction(model)
 
         def run(model=model, decoding=decoding):
             for src in singles:
