@@ -1,5 +1,5 @@
 """Batch-1 decoding latency of AT (beam 4) and the NAT models at the same width,
-measured side by side in one run (alternating rounds), with each speedup over AT.
+measured side by side in one run (the models alternate sentence by sentence), with each speedup over AT.
 
 Models are randomly initialised (latency does not depend on training, except
 for output lengths: the NATs' length heads are pinned to |Y| = |X| and the AT
@@ -13,7 +13,7 @@ import argparse
 
 import torch
 
-from _common import (SIZES, device_info, interleaved, pin_length_prediction,
+from _common import (SIZES, device_info, interleaved_items, pin_length_prediction,
                      report, synthetic_batch, synthetic_dictionary)
 from aeqa_model.decode import generate
 from aeqa_model.train.build import build_model
@@ -48,12 +48,11 @@ def main() -> None:
         model = teacher if spec["arch"] == "at" else build_model({**spec, "size": args.size}, d, SIZES).to(device).eval()
         pin_length_prediction(model)
 
-        def run(model=model, decoding=decoding):
-            for src in singles:
-                generate(model, src, decoding, teacher=teacher)
+        def run(src, model=model, decoding=decoding):
+            generate(model, src, decoding, teacher=teacher)
 
         fns[name] = run
-    seconds = interleaved(fns, device, rounds=args.rounds, repeat=1, warmup=1)
+    seconds = interleaved_items(fns, singles, device, rounds=args.rounds)
     at = seconds["AT (beam 4)"]
     rows = [{"model": name, "ms_per_sentence": round(1000 * sec / len(singles), 3),
              "speedup_over_AT": round(at / sec, 2)} for name, sec in seconds.items()]
