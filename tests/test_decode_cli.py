@@ -39,3 +39,24 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, corpus_dir, capsys):
                  "--decoding", "{\"strategy\": \"argmax\"}", "--tgt-lang", "en", "--out-tok", str(tmp_path / "o")])
     assert code == 2 and "nope.pt" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_decoding_options_are_checked_by_name():
+    from aeqa_model.decode import STRATEGIES, STRATEGY_OPTIONS, check_decoding
+
+    assert set(STRATEGY_OPTIONS) == set(STRATEGIES)
+    assert check_decoding("d", {"strategy": "mask_predict", "iterations": 4, "length_beam": 2}) == []
+    assert check_decoding("d", {"strategy": "beam", "beam": 4, "len_pen": 1.0}) == [
+        "decodings.d.len_pen: unknown option for strategy 'beam'; known: beam, lenpen, max_len_a, max_len_b"]
+    assert check_decoding("d", {"strategy": "lookahed"})[0].startswith("decodings.d.strategy: unknown strategy")
+    assert "(none)" in check_decoding("d", {"strategy": "lookahead", "beam": 2})[0]
+
+
+def test_generate_refuses_an_unknown_option(dictionary, tiny_cfg):
+    from aeqa_model.decode import generate
+    from aeqa_model.models import model_class
+
+    model = model_class("vanilla_nat")(dictionary, tiny_cfg, {}).eval()
+    src = torch.tensor([[7, 8, 9, dictionary.eos]])
+    with pytest.raises(ValueError, match="candiates"):
+        generate(model, src, {"strategy": "npd", "candiates": 3, "rerank": "self"})

@@ -60,3 +60,16 @@ def test_config_typo_fails_before_any_job(tmp_path):
     proc = run_snakemake("-n", "--configfile", str(bad))
     assert proc.returncode != 0
     assert "max_update" in proc.stdout + proc.stderr
+
+
+def test_misspelt_model_and_decoding_options_fail_before_any_job(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    text = (ROOT / "config/smoke.yaml").read_text()
+    text = text.replace("{strategy: beam, beam: 4, lenpen: 1.0}", "{strategy: beam, beam: 4, len_pen: 1.0}")
+    text = text.replace("codebook_size: 32}", "codebook_szie: 32}")
+    bad.write_text(text)
+    proc = run_snakemake("-n", "--configfile", str(bad))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "decodings.beam4.len_pen: unknown option for strategy 'beam'" in out
+    assert "models.aeqa_nat.codebook_szie" in out

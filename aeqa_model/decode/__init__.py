@@ -23,6 +23,33 @@ STRATEGIES = {
 }
 
 
+# The options each strategy reads (besides ``strategy``). The functions take ``**_``
+# so that one decoding entry can be handed to any of them; without this list a
+# misspelt option (``len_pen``) would be ignored without a word.
+STRATEGY_OPTIONS = {
+    "beam": ("beam", "lenpen", "max_len_a", "max_len_b"),
+    "greedy": ("lenpen", "max_len_a", "max_len_b"),
+    "argmax": ("length_beam",),
+    "npd": ("candidates", "rerank", "lambda_inf"),
+    "aeqa_two_pass": ("lambda_inf", "length_beam"),
+    "oracle": ("ratio", "seed"),
+    "mask_predict": ("iterations", "length_beam"),
+    "lookahead": (),
+    "viterbi": ("lenpen",),
+}
+
+
+def check_decoding(name: str, decoding: dict) -> list[str]:
+    """Problems with the config entry ``decodings.<name>``, one line each (empty if none)."""
+    strategy = decoding.get("strategy")
+    if strategy not in STRATEGIES:
+        return [f"decodings.{name}.strategy: unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}"]
+    allowed = STRATEGY_OPTIONS[strategy]
+    return [f"decodings.{name}.{key}: unknown option for strategy {strategy!r}; "
+            f"known: {', '.join(allowed) if allowed else '(none)'}"
+            for key in sorted(set(decoding) - {"strategy"} - set(allowed))]
+
+
 def strategy_fn(name: str):
     if name not in STRATEGIES:
         raise KeyError(f"unknown decoding strategy {name!r}; known: {sorted(STRATEGIES)}")
@@ -32,6 +59,9 @@ def strategy_fn(name: str):
 
 @torch.no_grad()
 def generate(model, src: torch.Tensor, decoding: dict, teacher=None, reference: torch.Tensor | None = None):
+    problems = check_decoding("<entry>", decoding)
+    if problems:
+        raise ValueError("invalid decoding: " + "; ".join(problems))
     options = {k: v for k, v in decoding.items() if k != "strategy"}
     fn = strategy_fn(decoding["strategy"])
     return fn(model, src, teacher=teacher, reference=reference, **options)

@@ -94,7 +94,11 @@ def _check_references():
             parts = direction.split("-")
             if len(parts) != 2 or set(parts) - set(ds["langs"]):
                 errors.append(f"datasets.{name}.directions: {direction!r} is not a pair of {ds['langs']}")
+    from aeqa_model.decode import check_decoding
     from aeqa_model.models import check_options
+
+    for name, decoding in DECODINGS.items():
+        errors.extend(check_decoding(name, decoding))
 
     for name, model in MODELS.items():
         errors.extend(check_options(name, model))
