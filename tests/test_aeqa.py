@@ -246,3 +246,12 @@ def test_uniform_glancing_needs_no_first_pass(dictionary, tiny_cfg, monkeypatch)
         monkeypatch.setattr(model, "predict_tokens", lambda *a: calls.append(1) or original(*a))
         model.losses(batch, 0)
         assert len(calls) == first_passes
+
+
+def test_nearest_code_search_stays_fp32_under_autocast():
+    torch.manual_seed(3)
+    q = SemanticQuantizer(512, 16)
+    h = torch.randn(400, 16)
+    exact = torch.cdist(h.double(), q.codebook.detach().double()).argmin(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(q.nearest(h), exact)

@@ -90,8 +90,10 @@ class SemanticQuantizer(nn.Module):
         flat = h.reshape(-1, self.dim).float()
         book = self.codebook.detach().float()
         # argmin_k ||h - e_k||^2 = argmin_k (||e_k||^2 - 2 h.e_k): one addmm, no (N, K)
-        # elementwise passes, which cost three times the product itself on a CPU.
-        scores = torch.addmm(self.code_norms()[None, :], flat, book.t(), alpha=-2.0)
+        # elementwise passes, which cost three times the product itself on a CPU. In
+        # fp32 even under AMP: bf16 would round near-ties to the wrong code.
+        with torch.autocast(flat.device.type, enabled=False):
+            scores = torch.addmm(self.code_norms()[None, :], flat, book.t(), alpha=-2.0)
         return scores.argmin(dim=1).view(h.shape[:-1])
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
