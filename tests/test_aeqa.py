@@ -255,3 +255,17 @@ def test_nearest_code_search_stays_fp32_under_autocast():
     exact = torch.cdist(h.double(), q.codebook.detach().double()).argmin(1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(q.nearest(h), exact)
+
+
+def test_code_norm_cache_survives_repeated_eval_and_is_dropped_by_training():
+    q = SemanticQuantizer(16, 4).eval()
+    q.nearest(torch.randn(3, 4))
+    cached = q._norms_cache
+    q.eval()                                                           # e.g. once per decoded batch
+    assert q._norms_cache is cached
+    q.train()
+    with torch.no_grad():
+        q.codebook.data.mul_(2.0)                                      # .data: no version bump
+    q.eval()
+    h = torch.randn(10, 4)
+    assert torch.equal(q.nearest(h), torch.cdist(h, q.codebook.detach()).argmin(1))

@@ -54,7 +54,11 @@ class SemanticQuantizer(nn.Module):
         self._norms_cache: tuple | None = None
 
     def train(self, mode: bool = True):
-        self._norms_cache = None   # training changes the codebook in place
+        if mode:
+            # Training may change the codebook through ``.data`` (code resets), which does
+            # not bump the version the cache is keyed on; the cache is only built outside
+            # training, so dropping it on entering training is enough.
+            self._norms_cache = None
         return super().train(mode)
 
     def code_norms(self) -> torch.Tensor:
@@ -139,6 +143,16 @@ class SemanticQuantizer(nn.Module):
         self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
         self._reseed_dead(vecs)
 
+    @staticmethod
+    def _draw_states(vecs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+        """``n`` rows of ``vecs`` drawn with a seeded generator; under DDP rank 0's draw
+        is broadcast, so every rank moves its codes to the same vectors."""
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        chosen = vecs[torch.randint(len(vecs), (n,), generator=gen).to(vecs.device)].contiguous()
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(chosen, src=0)
+        return chosen
+
     @torch.no_grad()
     def _reset_unused(self, vecs: torch.Tensor, counts: torch.Tensor) -> None:
         """The NAT's encoder starts untrained, so at first its states may all fall next
@@ -153,10 +167,7 @@ class SemanticQuantizer(nn.Module):
         n_unused = int(unused.sum())
         if n_unused == 0 or len(vecs) == 0:
             return
-        gen = torch.Generator(device="cpu").manual_seed(int(self.usage.sum()) + n_unused)
-        chosen = vecs[torch.randint(len(vecs), (n_unused,), generator=gen).to(vecs.device)].contiguous()
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast(chosen, src=0)
+        chosen = self._draw_states(vecs, n_unused, seed=int(self.usage.sum()) + n_unused)
         self.codebook.data[unused] = chosen.to(self.codebook.dtype)
         self.recent_usage[unused] = even_share
 
@@ -167,13 +178,7 @@ class SemanticQuantizer(nn.Module):
         n_dead = int(dead.sum())
         if n_dead == 0 or len(vecs) == 0:
             return
-        gen = torch.Generator(device="cpu").manual_seed(int(self.ema_count.numel() + n_dead))
-        pick = torch.randint(len(vecs), (n_dead,), generator=gen).to(vecs.device)
-        if dist.is_available() and dist.is_initialized():
-            chosen = vecs[pick].contiguous()
-            dist.broadcast(chosen, src=0)
-        else:
-            chosen = vecs[pick]
+        chosen = self._draw_states(vecs, n_dead, seed=int(self.ema_count.numel() + n_dead))
         self.codebook.data[dead] = chosen.to(self.codebook.dtype)
         self.ema_sum[dead] = chosen
         self.ema_count[dead] = 1.0
