@@ -120,7 +120,8 @@ def test_every_variant_trains_and_decodes(dictionary, tiny_cfg):
     from aeqa_model.models.base import total_loss
 
     batch = _batch(dictionary)
-    for options in ({}, {"reordering": True}, {"dslp": True}, {"glancing": "uniform"}, {"glancing": "none"}):
+    for options in ({}, {"reordering": True}, {"dslp": True}, {"glancing": "uniform"}, {"glancing": "none"},
+                    {"quantize_input": False}, {"sqa_terms": ["xy"], "sqa_reduction": "sum"}, {"sqa_weight": 0.0}):
         model = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, **options})
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         losses = []
@@ -269,3 +270,70 @@ def test_code_norm_cache_survives_repeated_eval_and_is_dropped_by_training():
     q.eval()
     h = torch.randn(10, 4)
     assert torch.equal(q.nearest(h), torch.cdist(h, q.codebook.detach()).argmin(1))
+
+
+def test_sqa_sum_reduction_is_d_times_the_mean_by_hand():
+    from aeqa_model.models.aeqa_nat import squared_error
+    a = torch.tensor([[1.0, 2.0, 3.0]])
+    b = torch.tensor([[0.0, 0.0, 1.0]])
+    assert float(squared_error(a, b, "sum")) == 1.0 + 4.0 + 4.0
+    assert abs(float(squared_error(a, b, "mean")) - 9.0 / 3) < 1e-6
+    pad = torch.tensor([[False, True]])
+    x, y = torch.randn(1, 2, 3), torch.randn(1, 2, 3)
+    assert torch.allclose(masked_sq_error(x, y, pad, "sum"), 3 * masked_sq_error(x, y, pad, "mean"))
+    assert torch.allclose(masked_sq_error(x, y, pad, "sum"), (x[0, 0] - y[0, 0]).pow(2).sum())
+
+
+def test_sqa_terms_switch_leaves_out_unnamed_terms(dictionary, tiny_cfg):
+    import pytest
+
+    batch = _batch(dictionary)
+    full = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16})
+    state = {k: v.clone() for k, v in full.state_dict().items()}
+    full.eval()  # no dropout, no code resets: the two models below see identical states
+    torch.manual_seed(0)
+    every = full.losses(batch, 0)
+    assert {"sqa_ax", "sqa_xy", "sqa_ay"} <= set(every)
+    for kept in (["ax"], ["xy", "ay"], []):
+        model = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, "sqa_terms": kept})
+        names = {n for n in model.losses(batch, 0) if n.startswith("sqa_")}
+        assert names == {f"sqa_{t}" for t in kept}
+    summed = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, "sqa_reduction": "sum"})
+    summed.load_state_dict(state)
+    summed.eval()
+    torch.manual_seed(0)
+    terms = summed.losses(batch, 0)
+    # Same weights, same draws: each term is D times the mean-reduced one.
+    for name in ("sqa_ax", "sqa_xy", "sqa_ay"):
+        assert torch.allclose(terms[name].value, tiny_cfg.embed_dim * every[name].value, rtol=1e-4)
+    with pytest.raises(ValueError, match="sqa_terms"):
+        AEQANAT(dictionary, tiny_cfg, {"sqa_terms": ["ax", "zz"]})
+    with pytest.raises(ValueError, match="sqa_reduction"):
+        AEQANAT(dictionary, tiny_cfg, {"sqa_reduction": "max"})
+
+
+def test_unquantized_control_feeds_h_m_and_glances_h_y(dictionary, tiny_cfg, monkeypatch):
+    model = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, "quantize_input": False, "lambda_start": 1.0,
+                                           "lambda_end": 1.0, "glancing": "uniform"}).eval()
+    batch = _batch(dictionary)
+    seen = []
+    original = model.run_decoder
+
+    def spy(inputs, tgt_mask, enc, enc_mask, **kw):
+        seen.append(inputs.detach().clone())
+        return original(inputs, tgt_mask, enc, enc_mask, **kw)
+
+    monkeypatch.setattr(model, "run_decoder", spy)
+    model.losses(batch, 0)
+    y_mask = batch.target.eq(dictionary.pad)
+    h_y = model.encoder.forward_embedded(model.embed(batch.target), y_mask)
+    keep = ~y_mask
+    # lambda = 1, uniform: every real position takes H_y itself, not its code
+    assert torch.allclose(seen[-1][keep], h_y[keep], atol=1e-5)
+    assert not torch.allclose(seen[-1][keep], model.sqs.lookup(model.sqs.nearest(h_y))[keep])
+    seen.clear()
+    enc, enc_mask = model.encode(batch.src)
+    lengths = batch.target_lengths
+    model.forward_inference(enc, enc_mask, lengths)
+    h_m, _ = model.copy_inputs(enc, enc_mask, lengths)
+    assert torch.allclose(seen[-1], h_m)

@@ -18,8 +18,9 @@ ARCHS = {
 
 
 # Keys of a config model entry that are not model options: handled by the workflow
-# and the trainer (size, per-model training overrides, default decoding).
-ENTRY_KEYS = {"arch", "size", "training", "decoding"}
+# and the trainer (size, per-model training overrides, default decoding, the
+# model's own training seed, and where an AEQA codebook starts).
+ENTRY_KEYS = {"arch", "size", "training", "decoding", "seed", "sqs_init"}
 
 
 def check_options(name: str, spec: dict) -> list[str]:

@@ -30,9 +30,22 @@ def masked_mean(x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
     return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
 
 
-def masked_sq_error(a: torch.Tensor, b: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-    """||a - b||^2 per position averaged over non-padding positions and dimensions."""
-    err = (a.float() - b.float()).pow(2).mean(-1)
+SQA_TERMS = ("ax", "xy", "ay")
+SQA_REDUCTIONS = ("mean", "sum")
+
+
+def squared_error(a: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """||a - b||^2 per vector (docs/method.md #6): ``mean`` over the D dimensions (the
+    default: comparable across widths) or ``sum`` (the literal squared L2 norm, D
+    times larger)."""
+    err = (a.float() - b.float()).pow(2)
+    return err.sum(-1) if reduction == "sum" else err.mean(-1)
+
+
+def masked_sq_error(a: torch.Tensor, b: torch.Tensor, pad_mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """||a - b||^2 per position averaged over non-padding positions (dimensions: see
+    ``squared_error``)."""
+    err = squared_error(a, b, reduction)
     keep = (~pad_mask).float()
     return (err * keep).sum() / keep.sum().clamp(min=1)
 
@@ -65,19 +78,37 @@ def anneal(start: float, end: float, update: int, total: int) -> float:
     return GlanceSchedule(start, end, total)(update)
 
 
-def sqa_terms(enc, enc_mask, q_x, q_y, y_mask, decoder_states, weight: float) -> dict[str, LossTerm]:
+def check_sqa_options(terms, reduction) -> tuple[tuple[str, ...], str]:
+    """The ablation switches of L_SQA: which of its terms are on, and how ||.||^2
+    reduces over dimensions."""
+    terms = tuple(terms)
+    unknown = [t for t in terms if t not in SQA_TERMS]
+    if unknown or len(set(terms)) != len(terms):
+        raise ValueError(f"sqa_terms {list(terms)}: each of {list(SQA_TERMS)} at most once")
+    if reduction not in SQA_REDUCTIONS:
+        raise ValueError(f"sqa_reduction {reduction!r}: one of {list(SQA_REDUCTIONS)}")
+    return terms, reduction
+
+
+def sqa_terms(enc, enc_mask, q_x, q_y, y_mask, decoder_states, weight: float,
+              terms: tuple[str, ...] = SQA_TERMS, reduction: str = "mean") -> dict[str, LossTerm]:
     """L_SQA = L_ax + L_xy + L_ay (Eq. 7-10), each weighted by epsilon (Eq. 13).
 
     ``decoder_states`` (B, n, D) are the last decoder layer's states aligned with
     the target positions (AEQA-NAT: position i; AEQA-DAT: the vertex of the best
-    alignment path for y_i).
+    alignment path for y_i). ``terms`` leaves out the terms it does not name (the
+    ablation of each term); ``reduction`` is the sum or mean over dimensions.
     """
-    l_ax = masked_sq_error(enc, q_x.codes.detach(), enc_mask)                      # Eq. 8
-    zbar_x = masked_mean(q_x.codes, enc_mask)                                      # grads reach e_k
-    zbar_y = masked_mean(q_y.codes, y_mask).detach()
-    l_xy = (zbar_x.float() - zbar_y.float()).pow(2).mean()                         # Eq. 9
-    l_ay = masked_sq_error(decoder_states, q_y.codes.detach(), y_mask)             # Eq. 10
-    return {"sqa_ax": LossTerm(l_ax, weight), "sqa_xy": LossTerm(l_xy, weight), "sqa_ay": LossTerm(l_ay, weight)}
+    out = {}
+    if "ax" in terms:
+        out["sqa_ax"] = LossTerm(masked_sq_error(enc, q_x.codes.detach(), enc_mask, reduction), weight)   # Eq. 8
+    if "xy" in terms:
+        zbar_x = masked_mean(q_x.codes, enc_mask)                                  # grads reach e_k
+        zbar_y = masked_mean(q_y.codes, y_mask).detach()
+        out["sqa_xy"] = LossTerm(squared_error(zbar_x, zbar_y, reduction).mean(), weight)                 # Eq. 9
+    if "ay" in terms:
+        out["sqa_ay"] = LossTerm(masked_sq_error(decoder_states, q_y.codes.detach(), y_mask, reduction), weight)  # Eq. 10
+    return out
 
 
 def aligned_reordering(target_embed: torch.Tensor, quantized: torch.Tensor, tgt_mask: torch.Tensor,
@@ -96,7 +127,8 @@ class AEQANAT(VanillaNAT):
     arch = "aeqa_nat"
     default_decoding = "argmax"
     OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "glancing", "lambda_start", "lambda_end",
-               "anneal_updates", "glance_loss", "reordering", "codebook_reset", "target_dropout")
+               "anneal_updates", "glance_loss", "reordering", "codebook_reset", "target_dropout",
+               "sqa_terms", "sqa_reduction", "quantize_input")
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)
@@ -111,6 +143,12 @@ class AEQANAT(VanillaNAT):
         self.glance_loss = options.get("glance_loss", "all")                # all (Eq. 12) | unglanced
         self.reordering = bool(options.get("reordering", False))
         self.target_dropout = bool(options.get("target_dropout", False))   # docs/method.md #23
+        # Ablation switches (docs/fidelity.md): L_SQA terms and reduction; with
+        # quantize_input false the decoder reads H_m and glances H_y unquantized (the
+        # GLAT-like control: same losses, no quantization on the decoder's input).
+        self.sqa_terms, self.sqa_reduction = check_sqa_options(options.get("sqa_terms", SQA_TERMS),
+                                                               options.get("sqa_reduction", "mean"))
+        self.quantize_input = bool(options.get("quantize_input", True))
         if self.reordering:
             # Light pointer layer predicting the AR permutation from z_q(H_m) alone.
             self.pointer_q = nn.Linear(cfg.embed_dim, cfg.embed_dim)
@@ -143,7 +181,8 @@ class AEQANAT(VanillaNAT):
         q_y = self.sqs(h_y, y_mask)                                                  # Eq. 5
         h_m, tgt_mask = self.copy_inputs(enc, enc_mask, tgt_lengths)                 # softcopy
         q_m = self.sqs(h_m, tgt_mask)
-        inputs = q_m.straight
+        inputs = q_m.straight if self.quantize_input else h_m
+        glance_vectors = q_y.codes if self.quantize_input else h_y
         terms: dict[str, LossTerm] = {}
 
         if self.reordering:                                                          # Eq. 14
@@ -162,21 +201,27 @@ class AEQANAT(VanillaNAT):
                 else:                                                                  # uniform: |Y|
                     counts = torch.floor(ratio * tgt_lengths.float()).long()
                 glanced = choose_glance_positions(torch.rand(target.shape, device=target.device), counts, tgt_mask)
-            inputs = torch.where(glanced.unsqueeze(-1), q_y.codes.to(inputs.dtype), inputs)
+            inputs = torch.where(glanced.unsqueeze(-1), glance_vectors.to(inputs.dtype), inputs)
 
         layer_logits, last = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
         loss_target = target.masked_fill(glanced, self.pad) if self.glance_loss == "unglanced" else target
         terms["nat"] = self.translation_loss(layer_logits, loss_target)                # Eq. 12
 
-        terms.update(sqa_terms(enc, enc_mask, q_x, q_y, y_mask, last, self.sqa_weight))
+        terms.update(sqa_terms(enc, enc_mask, q_x, q_y, y_mask, last, self.sqa_weight,
+                               self.sqa_terms, self.sqa_reduction))
         terms["length"] = LossTerm(self.length_loss(enc, enc_mask, tgt_lengths), self.length_weight)
         return terms
 
     # ------------------------------------------------------------ inference --
+    def decoder_vectors(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads at inference for states ``h``: z_q(h) (Eq. 15), or h
+        itself under the unquantized control (``quantize_input: false``)."""
+        return self.sqs(h, mask).codes if self.quantize_input else h
+
     @torch.no_grad()
     def forward_inference(self, enc, enc_mask, lengths, lambda_inf: float = 0.0, **_):
         h_m, tgt_mask = self.copy_inputs(enc, enc_mask, lengths)
-        inputs = self.sqs(h_m, tgt_mask).codes
+        inputs = self.decoder_vectors(h_m, tgt_mask)
         if self.reordering:
             perm = self.pointer_logits(inputs, tgt_mask).argmax(-1).masked_fill(tgt_mask, 0)
             inputs = self.gather_positions(inputs, perm)
@@ -191,6 +236,6 @@ class AEQANAT(VanillaNAT):
         ranks = conf.argsort(1).argsort(1)
         replace = (ranks < counts[:, None]) & ~tgt_mask
         h_hyp = self.encoder.forward_embedded(self.embed(tokens), tgt_mask)
-        inputs = torch.where(replace.unsqueeze(-1), self.sqs(h_hyp, tgt_mask).codes, inputs)
+        inputs = torch.where(replace.unsqueeze(-1), self.decoder_vectors(h_hyp, tgt_mask), inputs)
         layer_logits, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
         return self.pick(layer_logits[-1], tgt_mask)

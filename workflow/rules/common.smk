@@ -203,7 +203,12 @@ def decoding_name(model, decoding):
 
 
 def needs_sqs(model):
-    return arch(model) in ("aeqa_nat", "aeqa_dat")
+    """AEQA models start from the pre-aligned codebook unless ``sqs_init: random``."""
+    return arch(model) in ("aeqa_nat", "aeqa_dat") and MODELS[model].get("sqs_init", "pretrained") == "pretrained"
+
+
+def model_seed(model):
+    return int(MODELS[model].get("seed", config["seed"]))
 
 
 def codebook_size(model):

@@ -17,7 +17,7 @@ rule train_nat:
         p=train_params,
         launcher=lambda wc, resources: launcher(resources),
         out_dir=lambda wc, output: str(Path(output.model).parent),
-        seed=config["seed"],
+        seed=lambda wc: model_seed(wc.model),
         device=config.get("device", "auto"),
         config_sha=CONFIG_SHA,
     log:
