@@ -85,6 +85,67 @@ def test_ctc_loss_equals_enumeration_of_alignments(dictionary, tiny_cfg):
     assert got.item() == pytest.approx(reference, rel=1e-5)
 
 
+# --------------------------------------------------- length candidates --
+# Offset scores, best first: four offsets that clamp to length 1 for a 2-token
+# source, then +4, +2, 0, +1. The old top-k-then-clamp gave [1, 1, 1, 1, 6].
+FORCED_OFFSETS = {-1: 10.0, -2: 9.0, -3: 8.0, -4: 7.0, 4: 6.0, 2: 5.0, 0: 4.0, 1: 3.0}
+
+
+def _force_length_head(model, scores=FORCED_OFFSETS):
+    head = model.length
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.bias.fill_(-5.0)
+        for offset, score in scores.items():
+            head.proj.bias[offset + head.max_offset] = score
+    return model
+
+
+def _short_and_long_batch(dictionary):
+    srcs = [[6, 7], [8, 9, 10, 11, 12, 13, 14]]                  # |X| = 2 and 7
+    return collate([0, 1], srcs, [[7, 8], [9, 10]], dictionary)
+
+
+@pytest.mark.parametrize("arch", ["vanilla_nat", "glat", "cmlm", "aeqa_nat"])
+def test_length_candidates_are_distinct_when_clamped_at_one(dictionary, tiny_cfg, arch):
+    options = {"codebook_size": 16} if arch == "aeqa_nat" else {}
+    model = _force_length_head(model_class(arch)(dictionary, tiny_cfg, options).eval())
+    enc, enc_mask = model.encode(_short_and_long_batch(dictionary).src)
+    # Lengths <= 1 merge into length 1 with their best score (10); then +4 -> 6, +2 -> 4, ...
+    assert model.predict_lengths(enc, enc_mask, beam=5).tolist() == [[1, 6, 4, 2, 3], [6, 5, 4, 3, 11]]
+    assert model.predict_lengths(enc, enc_mask, beam=1).tolist() == [[1], [6]]   # clamped argmax, as before
+
+
+def test_length_candidates_repeat_only_when_too_few_lengths_exist(dictionary, tiny_cfg):
+    model = model_class("vanilla_nat")(dictionary, tiny_cfg, {"max_length_offset": 2}).eval()
+    _force_length_head(model, {-2: 3.0, 2: 2.0, 1: 1.0, 0: 0.5})
+    enc, enc_mask = model.encode(collate([0, 1], [[], [6, 7, 8, 9]], [[7], [7]], dictionary).src)
+    # An empty source can only give lengths 1 and 2 (offsets -2..2, clamped): the
+    # remaining candidates repeat the best one; |X| = 4 has five distinct lengths.
+    assert model.predict_lengths(enc, enc_mask, beam=4).tolist() == [[1, 2, 1, 1], [2, 6, 5, 4]]
+
+
+def test_npd_and_mask_predict_decode_distinct_lengths(dictionary, tiny_cfg):
+    from aeqa_model.decode.nat import noisy_parallel_decode
+
+    batch = _short_and_long_batch(dictionary)
+    seen = []
+
+    class Scorer:
+        def score(self, src, hyps):
+            seen.append(hyps.ne(dictionary.pad).sum(1))
+            return torch.zeros(hyps.size(0))
+
+    model = _force_length_head(model_class("vanilla_nat")(dictionary, tiny_cfg, {}).eval())
+    noisy_parallel_decode(model, batch.src, teacher=Scorer(), candidates=5)
+    assert seen[0].view(2, 5).tolist() == [[1, 6, 4, 2, 3], [6, 5, 4, 3, 11]]
+
+    cmlm = _force_length_head(model_class("cmlm")(dictionary, tiny_cfg, {}).eval())
+    trace = []
+    mask_predict(cmlm, batch.src, iterations=2, length_beam=3, trace=trace)
+    assert trace[-1][1].ne(dictionary.pad).sum(1).view(2, 3).tolist() == [[1, 6, 4], [6, 5, 4]]
+
+
 # ----------------------------------------------------------------- CMLM --
 def test_mask_predict_changes_only_the_remasked_positions(dictionary, tiny_cfg):
     model = model_class("cmlm")(dictionary, tiny_cfg, {}).eval()

@@ -79,10 +79,26 @@ class VanillaNAT(Seq2SeqModel):
         return F.cross_entropy(logits.float(), self.length.offsets_to_class(offsets))
 
     def predict_lengths(self, enc, enc_mask, beam: int = 1) -> torch.Tensor:
-        """(B, beam) candidate lengths, best first."""
-        logits = self.length(enc, enc_mask)
-        classes = logits.topk(beam, dim=-1).indices
-        return (self.length.class_to_offsets(classes) + self.source_lengths(enc_mask)[:, None]).clamp(min=1)
+        """(B, beam) distinct candidate lengths, best first.
+
+        Every offset class gives the length ``|X| + offset``; the classes whose
+        length would be < 1 are merged into length 1 with the best score among
+        them (so the top candidate is exactly the clamped argmax), and the
+        ``beam`` best *distinct* lengths are returned. Without the merge a short
+        source could get ``[1, 1, 1, 1, 6]``. Only when a row has fewer than
+        ``beam`` distinct lengths (an empty source with ``beam > max_offset``)
+        are the missing candidates filled with its best length.
+        """
+        logits = self.length(enc, enc_mask).float()                                  # (B, C)
+        offsets = self.length.class_to_offsets(torch.arange(logits.size(1), device=logits.device))
+        lengths = self.source_lengths(enc_mask)[:, None] + offsets[None, :]          # (B, C)
+        low = lengths <= 1
+        merged = logits.masked_fill(~low, float("-inf")).amax(1, keepdim=True)     # best score of length <= 1
+        scores = torch.where(lengths == 1, merged, logits.masked_fill(low, float("-inf")))
+        top = scores.topk(beam, dim=-1)
+        chosen = lengths.gather(1, top.indices)
+        chosen = torch.where(torch.isfinite(top.values), chosen, chosen[:, :1])
+        return chosen.clamp(min=1)
 
     def copy_inputs(self, enc, enc_mask, tgt_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder inputs H_m of length max(tgt_lengths) and their padding mask."""
