@@ -146,6 +146,27 @@ def test_npd_and_mask_predict_decode_distinct_lengths(dictionary, tiny_cfg):
     assert trace[-1][1].ne(dictionary.pad).sum(1).view(2, 3).tolist() == [[1, 6, 4], [6, 5, 4]]
 
 
+# ------------------------------------------------------ label smoothing --
+def test_label_smoothing_spreads_epsilon_over_all_v_classes():
+    from aeqa_model.models.base import label_smoothed_ce
+
+    # p = (1/4, 1/2, 1/4), gold = 1, epsilon = 0.3; the second position is padding.
+    logits = torch.log(torch.tensor([[[1.0, 2.0, 1.0], [5.0, 1.0, 1.0]]]))
+    target = torch.tensor([[1, 0]])
+    loss, nll = label_smoothed_ce(logits, target, 0.3, ignore_index=0)
+    ln2 = math.log(2)
+    # Smoothed target (0.1, 0.8, 0.1): 0.1*ln4 + 0.8*ln2 + 0.1*ln4 = 1.2 ln2. The
+    # V-1 rule (fairseq >= 0.12) would give (0.15, 0.7, 0.15): 1.3 ln2.
+    assert loss.item() == pytest.approx(1.2 * ln2, rel=1e-6)
+    assert nll.item() == pytest.approx(ln2, rel=1e-6)
+    # Same rule as PyTorch's own label smoothing, on a random ragged batch.
+    logits, target = torch.randn(3, 5, 11), torch.randint(0, 11, (3, 5))
+    loss, _ = label_smoothed_ce(logits, target, 0.1, ignore_index=0)
+    reference = torch.nn.functional.cross_entropy(logits.view(-1, 11), target.view(-1), ignore_index=0,
+                                                  label_smoothing=0.1)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
 # ----------------------------------------------------------------- CMLM --
 def test_mask_predict_changes_only_the_remasked_positions(dictionary, tiny_cfg):
     model = model_class("cmlm")(dictionary, tiny_cfg, {}).eval()

@@ -24,8 +24,19 @@ def label_smoothed_ce(logits: torch.Tensor, target: torch.Tensor, epsilon: float
                       ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean label-smoothed cross-entropy and mean NLL over non-ignored positions.
 
-    Smoothing spreads ``epsilon`` uniformly over the vocabulary (as fairseq's
-    label_smoothed_cross_entropy), computed in float32 for stability under AMP.
+    The smoothed target puts ``1 - epsilon`` on the gold token and spreads
+    ``epsilon`` uniformly over all ``V`` classes, gold included (gold gets
+    ``1 - epsilon + epsilon / V``, every other class ``epsilon / V``)::
+
+        loss = (1 - epsilon) * (-log p_y) + epsilon * mean_v(-log p_v)
+
+    This is the rule of fairseq's NAT criterion (``nat_loss.py``), of its
+    ``label_smoothed_cross_entropy`` up to v0.10.2, and of PyTorch's
+    ``F.cross_entropy(label_smoothing=epsilon)``. fairseq's
+    ``label_smoothed_nll_loss`` since v0.12 (PR #3182) spreads ``epsilon`` over
+    the ``V - 1`` non-gold classes instead (gold gets exactly ``1 - epsilon``);
+    the two differ by ``epsilon / (V (V - 1))`` per class, negligible at the
+    paper's vocabulary sizes. Computed in float32 for stability under AMP.
     """
     logp = F.log_softmax(logits.float(), dim=-1)
     keep = target.ne(ignore_index)
