@@ -34,9 +34,10 @@ def label_smoothed_ce(logits: torch.Tensor, target: torch.Tensor, epsilon: float
     ``label_smoothed_cross_entropy`` up to v0.10.2, and of PyTorch's
     ``F.cross_entropy(label_smoothing=epsilon)``. fairseq's
     ``label_smoothed_nll_loss`` since v0.12 (PR #3182) spreads ``epsilon`` over
-    the ``V - 1`` non-gold classes instead (gold gets exactly ``1 - epsilon``);
-    the two differ by ``epsilon / (V (V - 1))`` per class, negligible at the
-    paper's vocabulary sizes. Computed in float32 for stability under AMP.
+    the ``V - 1`` non-gold classes instead (gold gets exactly ``1 - epsilon``):
+    the gold weight differs by ``epsilon / V`` and every other class's by
+    ``epsilon / (V (V - 1))``, negligible at the paper's vocabulary sizes.
+    Computed in float32 for stability under AMP.
     """
     logp = F.log_softmax(logits.float(), dim=-1)
     keep = target.ne(ignore_index)
