@@ -94,19 +94,35 @@ CASES = {
 }
 
 
+def bad_config_outcomes(tmp_path_factory, snakemake=run_snakemake, workers: int = 2) -> dict:
+    """case id -> (directory, return code, output, whether results/ was created): each
+    case's `snakemake --dry-run`, ``workers`` at a time.
+
+    Every directory and config is made first, in the calling thread; the threads only
+    run Snakemake. pytest's TempPathFactory is not thread-safe: the first mktemp() of a
+    session creates the base temporary directory, and two threads doing that at once
+    each create one (pytest-N, pytest-N+1), then fail mktemp's check with "... is not
+    a normalized and relative path" (issue 19)."""
+    prepared = {}
+    for case, (make, _, _) in CASES.items():
+        d = tmp_path_factory.mktemp(case.replace("=", "_").replace(".", "_"))
+        config = d / "bad.yaml"
+        config.write_text(yaml.safe_dump(make(d), sort_keys=False), encoding="utf-8")
+        prepared[case] = (d, config)
+
+    def run(item):
+        case, (d, config) = item
+        proc = snakemake(d, config, d / "results", "--dry-run", timeout=180)
+        return case, (d, proc.returncode, proc.stdout + proc.stderr, (d / "results").exists())
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(pool.map(run, prepared.items()))
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     """case id -> (directory, return code, output, whether results/ was created)."""
-
-    def run(case):
-        d = tmp_path_factory.mktemp(case.replace("=", "_").replace(".", "_"))
-        config = d / "bad.yaml"
-        config.write_text(yaml.safe_dump(CASES[case][0](d), sort_keys=False), encoding="utf-8")
-        proc = run_snakemake(d, config, d / "results", "--dry-run", timeout=180)
-        return case, (d, proc.returncode, proc.stdout + proc.stderr, (d / "results").exists())
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(run, CASES))
+    return bad_config_outcomes(tmp_path_factory)
 
 
 @pytest.mark.parametrize("case", list(CASES))
