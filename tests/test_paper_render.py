@@ -299,3 +299,48 @@ def test_tex_is_booktabs(demo):
     n = len(re.split(r"(?<!\\)&", header))
     for line in body.strip().splitlines():
         assert len(re.split(r"(?<!\\)&", line)) == n
+
+
+def _write_log(root, cell, rows):
+    path = root.joinpath("models", *cell, "train_log.csv")
+    path.parent.mkdir(parents=True)
+    lines = ["update,epoch,lr,loss,valid_loss,valid_bleu"]
+    lines += [f"{u},0,0.001,5.0,{vl},{vb}" for u, vl, vb in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_learning_curves_plot_every_validation_point(tmp_path):
+    import csv
+
+    from aeqa_model.paper.curves import render_learning_curves
+
+    logs = [
+        _write_log(tmp_path, ("demo_ende", "en-de", "raw", "glat"), [(1, "", ""), (2, 6.5, 1.5), (3, "", ""), (4, 6.0, 3.25)]),
+        # a resumed run logged update 2 twice: the later record wins
+        _write_log(tmp_path, ("demo_ende", "en-de", "kd", "vanilla_nat"), [(2, 7.0, 0.5), (2, 6.9, 0.75), (4, 6.1, 2.0)]),
+    ]
+    paths = render_learning_curves(logs, tmp_path / "paper")
+    assert sorted(p.name for p in paths) == ["learning_curves.csv", "learning_curves.pdf", "learning_curves.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    with open(tmp_path / "paper" / "learning_curves.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    got = [(r["data"], r["model"], int(r["update"]), float(r["valid_bleu"])) for r in rows]
+    assert got == [("kd", "vanilla_nat", 2, 0.75), ("kd", "vanilla_nat", 4, 2.0),
+                   ("raw", "glat", 2, 1.5), ("raw", "glat", 4, 3.25)]
+    assert all(r["train_log"] in logs for r in rows)
+
+
+def test_learning_curves_refuse_logs_they_cannot_place(tmp_path):
+    from aeqa_model.io import InputError
+    from aeqa_model.paper.curves import render_learning_curves
+
+    stray = tmp_path / "train_log.csv"
+    stray.write_text("update,valid_bleu\n1,2.0\n", encoding="utf-8")
+    with pytest.raises(InputError, match="models/<dataset>"):
+        render_learning_curves([str(stray)], tmp_path / "out")
+    missing = tmp_path / "models" / "d" / "en-de" / "raw" / "m" / "train_log.csv"
+    with pytest.raises(InputError, match="training log not found"):
+        render_learning_curves([str(missing)], tmp_path / "out")
+    with pytest.raises(InputError, match="no training logs"):
+        render_learning_curves([], tmp_path / "out")

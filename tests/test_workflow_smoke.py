@@ -39,6 +39,13 @@ def test_smoke_dag_end_to_end(tmp_path):
     kd = run / "data/smoke_ende/kd/en-de/tok"
     assert len((kd / "train.tgt").read_text().splitlines()) == len((kd / "train.src").read_text().splitlines())
     assert "smoke" in table or "|" in table
+    # Learning curves: every trained model's validation points, PNG and PDF beside the tables.
+    assert (run / "paper/learning_curves.png").stat().st_size > 0
+    assert (run / "paper/learning_curves.pdf").stat().st_size > 0
+    curves = (run / "paper/learning_curves.csv").read_text(encoding="utf-8")
+    for model in ("at", "vanilla_nat", "aeqa_nat"):
+        assert f"smoke_ende,en-de,raw,{model}," in curves
+    assert "learning_curves.png" in (run / "paper/README.md").read_text(encoding="utf-8")
     # Nothing left to do: a second run is a no-op.
     again = run_snakemake("--profile", "profiles/local", "--configfile", "config/smoke.yaml",
                           "--config", f"results_dir={results}", "-n")
@@ -51,6 +58,29 @@ def test_paper_config_dry_run_resolves_quickly():
     elapsed = time.time() - start
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert elapsed < 30, f"dry run took {elapsed:.1f}s"
+
+
+def test_fidelity_dry_run_schedules_every_ablation_at_one_size_and_budget(tmp_path):
+    """The fidelity testbed (issue 14) is not run in CI; its DAG is: every calibration and
+    ablation row is a config entry, and every model has the same size and budget."""
+    import yaml
+
+    proc = run_snakemake("-n", "--configfile", "config/fidelity.yaml", "--config", f"results_dir={tmp_path}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    config = yaml.safe_load((ROOT / "config/fidelity.yaml").read_text(encoding="utf-8"))
+    grid = yaml.safe_load((ROOT / config["paper_grid"]).read_text(encoding="utf-8"))
+    models = {**config["models"], **grid["models"]}
+    assert {spec["size"] for spec in models.values()} == {"fid"}
+    assert not [name for name, spec in models.items() if "training" in spec]   # one budget for all
+    updates = config["training"]["max_updates"]
+    for name, spec in models.items():       # glancing schedules anneal over the same budget
+        if "glancing_schedule" in spec:
+            assert spec["glancing_schedule"].endswith(f"@{updates}"), name
+    for name in grid["models"]:
+        assert f"models/demo_ende/en-de/raw/{name}/model.pt" in out, name
+    for name in ("table1.md", "table6.md", "learning_curves.png"):
+        assert f"{tmp_path}/fidelity/paper/{name}" in out
 
 
 def test_config_typo_fails_before_any_job(tmp_path):

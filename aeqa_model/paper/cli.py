@@ -2,6 +2,7 @@
 
     render_paper.py --target table1 --spec JSON --paper-dir config/paper --metrics F1 F2 ... --out-dir DIR
     render_paper.py --target index --inputs DIR/table1.csv ... --out-dir DIR
+    render_paper.py --target learning_curves --inputs .../model/train_log.csv ... --out-dir DIR
 
 ``--spec`` is the output's spec from the grid file as a JSON string (what the
 Snakefile passes) or the path of a JSON/YAML file holding it.
@@ -35,11 +36,11 @@ def _load_spec(text: str) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Render one paper table/figure (or the index) from metrics.json files.")
-    p.add_argument("--target", required=True, help="table1..table7, figure1/4/5/6/7, or index")
+    p.add_argument("--target", required=True, help="table1..table7, figure1/4/5/6/7, index or learning_curves")
     p.add_argument("--spec", default="{}", help="the output's grid spec: JSON string or a JSON/YAML file")
     p.add_argument("--paper-dir", default="config/paper", help="directory of the paper's transcribed numbers")
     p.add_argument("--metrics", nargs="*", default=[], help="metrics.json files of the output's cells")
-    p.add_argument("--inputs", nargs="*", default=[], help="(index) rendered table CSVs and figure files")
+    p.add_argument("--inputs", nargs="*", default=[], help="(index) rendered table CSVs and figure files; (learning_curves) train_log.csv files")
     p.add_argument("--out-dir", required=True, help="where NAME.md/.tex/.csv or NAME.png/.pdf go")
     return p
 
@@ -54,14 +55,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path}")
             return 0
         spec = _load_spec(args.spec)
-        if args.target in TABLES:
+        if args.target == "learning_curves":
+            from aeqa_model.paper.curves import render_learning_curves
+            paths = render_learning_curves(args.inputs, args.out_dir, notice=spec.get("notice", ""))
+        elif args.target in TABLES:
             from aeqa_model.paper.tables import render_table
             paths = render_table(args.target, spec, args.paper_dir, args.metrics, args.out_dir)
         elif args.target in FIGURES:
             from aeqa_model.paper.figures import render_figure
             paths = render_figure(args.target, spec, args.paper_dir, args.metrics, args.out_dir)
         else:
-            raise InputError(f"--target: unknown {args.target!r}; one of {', '.join(TABLES + FIGURES)}, index")
+            raise InputError(f"--target: unknown {args.target!r}; one of {', '.join(TABLES + FIGURES)}, index, "
+                             "learning_curves")
     except InputError as err:
         print(f"render_paper: error: {err}", file=sys.stderr)
         return 2

@@ -283,25 +283,30 @@ class FigureRenderer:
         fig = self.draw()
         fig.suptitle(textwrap.fill(f"{self._title_name()}: {self.spec['caption']}", 110),
                      fontsize=10)
-        paths = []
-        try:
-            for fmt in ("png", "pdf"):
-                path = out_dir / f"{self.target}.{fmt}"
-                # Save under a temporary sibling name, then rename: a killed job
-                # never leaves a half-written figure that looks finished.
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
-                os.close(fd)
-                try:
-                    fig.savefig(tmp, format=fmt, dpi=150)
-                    os.replace(tmp, path)
-                except BaseException:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-                    raise
-                paths.append(path)
-        finally:
-            plt.close(fig)
-        return paths
+        return save_figure(fig, out_dir, self.target)
+
+
+def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
+    """Write ``{out_dir}/{name}.png`` and ``.pdf`` atomically, then close ``fig``."""
+    paths = []
+    try:
+        for fmt in ("png", "pdf"):
+            path = out_dir / f"{name}.{fmt}"
+            # Save under a temporary sibling name, then rename: a killed job
+            # never leaves a half-written figure that looks finished.
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
+            os.close(fd)
+            try:
+                fig.savefig(tmp, format=fmt, dpi=150)
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            paths.append(path)
+    finally:
+        plt.close(fig)
+    return paths
 
 
 def render_figure(target: str, spec: dict, paper_dir: str | Path, metrics_paths: list[str], out_dir: str | Path) -> list[Path]:

@@ -393,11 +393,20 @@ def paper_file(name):
     return f"{RESULTS}/paper/{name}.{suffix}"
 
 
+def trained_models():
+    """model.pt of every training run the outputs need, the teacher of each pair included
+    (evaluation-only datasets map to the dataset their models are trained on)."""
+    runs = {(model_dataset(ds), di, data, mo) for name in config.get("outputs", {})
+            for ds, di, data, mo, _ in output_cells(name)}
+    runs |= {(ds, di, "raw", TEACHER) for ds, di, _, _ in list(runs)}
+    return sorted(model_path(*run) for run in runs)
+
+
 def paper_targets():
     names = list(config.get("outputs", {}))
     targets = [paper_file(n) for n in names]
     if names:
-        targets.append(f"{RESULTS}/paper/README.md")
+        targets += [f"{RESULTS}/paper/README.md", f"{RESULTS}/paper/learning_curves.png"]
     return targets
 
 

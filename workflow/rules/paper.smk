@@ -32,6 +32,7 @@ for _name in config.get("outputs", {}):
 rule paper_index:
     input:
         [f"{RESULTS}/paper/{n}.{'csv' if output_kind(n) == 'table' else 'png'}" for n in config.get("outputs", {})],
+        f"{RESULTS}/paper/learning_curves.png",
     output:
         f"{RESULTS}/paper/README.md",
     params:
@@ -46,3 +47,26 @@ rule paper_index:
     shell:
         "{params.python} {params.scripts}/render_paper.py --target index --spec '{{}}' --paper-dir {params.paper_dir}"
         " --inputs {input} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+# Validation BLEU against updates for every model the run trains (issue 14): read
+# from the train_log.csv beside each model.pt.
+rule learning_curves:
+    input:
+        models=trained_models(),
+    output:
+        png=f"{RESULTS}/paper/learning_curves.png",
+        pdf=f"{RESULTS}/paper/learning_curves.pdf",
+        csv=f"{RESULTS}/paper/learning_curves.csv",
+    params:
+        python=PYTHON,
+        scripts=SCRIPTS,
+        logs=lambda wc, input: [str(Path(m).parent / "train_log.csv") for m in input.models],
+        out_dir=lambda wc, output: str(Path(output.png).parent),
+    log:
+        f"{RESULTS}/logs/paper/learning_curves.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "{params.python} {params.scripts}/render_paper.py --target learning_curves --inputs {params.logs:q}"
+        " --out-dir {params.out_dir:q} > {log} 2>&1"
