@@ -79,6 +79,9 @@ def test_fidelity_dry_run_schedules_every_ablation_at_one_size_and_budget(tmp_pa
             assert spec["glancing_schedule"].endswith(f"@{updates}"), name
     for name in grid["models"]:
         assert f"models/demo_ende/en-de/raw/{name}/model.pt" in out, name
+    # the longer pre-alignment has a codebook of its own, the others share the config's
+    assert f"{tmp_path}/fidelity/sqs/demo_ende/K512_D128_A1200/sqs.pt" in out
+    assert f"{tmp_path}/fidelity/sqs/demo_ende/K512_D128/sqs.pt" in out
     for name in ("table1.md", "table6.md", "learning_curves.png"):
         assert f"{tmp_path}/fidelity/paper/{name}" in out
 

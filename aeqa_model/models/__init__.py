@@ -19,8 +19,9 @@ ARCHS = {
 
 # Keys of a config model entry that are not model options: handled by the workflow
 # and the trainer (size, per-model training overrides, default decoding, the
-# model's own training seed, and where an AEQA codebook starts).
-ENTRY_KEYS = {"arch", "size", "training", "decoding", "seed", "sqs_init"}
+# model's own training seed, where an AEQA codebook starts and the length of its
+# pre-alignment when it has one of its own).
+ENTRY_KEYS = {"arch", "size", "training", "decoding", "seed", "sqs_init", "sqs_align_updates"}
 
 
 def check_options(name: str, spec: dict) -> list[str]:

@@ -342,12 +342,19 @@ def train_inputs(wc):
     if data_of(wc) == "kd":
         inputs["kd"] = f"{data_dir(wc.dataset)}/kd/{wc.direction}/bin/report.json"
     if needs_sqs(wc.model):
-        inputs["sqs"] = sqs_path(wc.dataset, codebook_size(wc.model), model_width(wc.model))
+        inputs["sqs"] = model_sqs_path(wc.dataset, wc.model)
     return inputs
 
 
-def sqs_path(dataset, k, dim):
-    return f"{RESULTS}/sqs/{dataset}/K{k}_D{dim}/sqs.pt"
+def sqs_path(dataset, k, dim, align_updates=None):
+    """The pre-aligned codebook; a model entry's ``sqs_align_updates`` asks for a
+    pre-alignment of its own length (the ablation of a longer pre-alignment)."""
+    variant = f"_A{int(align_updates)}" if align_updates else ""
+    return f"{RESULTS}/sqs/{dataset}/K{k}_D{dim}{variant}/sqs.pt"
+
+
+def model_sqs_path(dataset, model):
+    return sqs_path(dataset, codebook_size(model), model_width(model), MODELS[model].get("sqs_align_updates"))
 
 
 def model_path(dataset, direction, data, model):
@@ -430,7 +437,7 @@ def train_params(wc):
         "train_tgt": tgt,
         "valid_src": bin_prefix(wc.dataset, "valid", s),
         "valid_tgt": bin_prefix(wc.dataset, "valid", t),
-        "sqs": f"--sqs-init {sqs_path(wc.dataset, codebook_size(wc.model), model_width(wc.model))}" if needs_sqs(wc.model) else "",
+        "sqs": f"--sqs-init {model_sqs_path(wc.dataset, wc.model)}" if needs_sqs(wc.model) else "",
     }
 
 

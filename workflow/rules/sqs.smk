@@ -41,6 +41,9 @@ rule pretrain_sqs:
     output:
         sqs=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}/sqs.pt",
         stats=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}/stats.json",
+    wildcard_constraints:
+        k=r"\d+",
+        dim=r"\d+",
     params:
         python=PYTHON,
         spec=jq(config["pretrain_sqs"]),
@@ -65,3 +68,25 @@ rule pretrain_sqs:
         " --tgt-text {params.tgt} --codebook-size {wildcards.k} --dim {wildcards.dim}"
         " --encoder-out {input.encoder} --out {output.sqs} --stats {output.stats} --seed {params.seed}"
         " --threads {threads} > {log} 2>&1"
+
+
+# A model entry with `sqs_align_updates: N` gets a pre-alignment of N updates of its
+# own (the "longer pre-alignment" ablation); the encoder stage is shared.
+use rule pretrain_sqs as pretrain_sqs_variant with:
+    output:
+        sqs=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}_A{{align}}/sqs.pt",
+        stats=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}_A{{align}}/stats.json",
+    wildcard_constraints:
+        k=r"\d+",
+        dim=r"\d+",
+        align=r"\d+",
+    params:
+        python=PYTHON,
+        spec=lambda wc: jq({**config["pretrain_sqs"], "align_updates": int(wc.align)}),
+        src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
+        tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/pretrain_sqs/{{dataset}}.K{{k}}_D{{dim}}_A{{align}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pretrain_sqs/{{dataset}}.K{{k}}_D{{dim}}_A{{align}}.tsv"
