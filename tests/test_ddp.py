@@ -24,6 +24,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _spawn_ddp(corpus_dir, out_dir, attempts: int = 3) -> None:
+    """The two ranks, on a port that was free a moment ago. Another process on the
+    machine (a parallel test run) may take it before rank 0's store listens on it:
+    rank 0 then fails with EADDRINUSE at once, and this tries a new port."""
+    for attempt in range(attempts):
+        try:
+            mp.spawn(_worker, args=(2, _free_port(), str(corpus_dir), str(out_dir)), nprocs=2, join=True)
+            return
+        except mp.ProcessRaisedException as err:
+            if "EADDRINUSE" not in str(err) or attempt == attempts - 1:
+                raise
+
+
 def _equal_token_halves(corpus: ParallelCorpus):
     """Two groups of 4 sentences with equal target-token and sentence counts."""
     by_len: dict[int, list[int]] = {}
@@ -52,7 +65,7 @@ def _worker(rank, world, port, corpus_dir, out_dir):
 
 @pytest.mark.timeout(180)
 def test_ddp_gradients_equal_single_process_on_joined_batch(corpus_dir, tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(corpus_dir), str(tmp_path)), nprocs=2, join=True)
+    _spawn_ddp(corpus_dir, tmp_path)
     ddp = torch.load(tmp_path / "ddp_grads.pt")
 
     d = Dictionary.load(corpus_dir / "dict.txt")
