@@ -78,3 +78,39 @@ def test_ddp_gradients_equal_single_process_on_joined_batch(corpus_dir, tmp_path
     assert set(grads) == set(ddp)
     for name, grad in grads.items():
         torch.testing.assert_close(ddp[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _skip_worker(rank, world, port, corpus_dir, out_dir):
+    """Three updates under DDP; the loss of rank 1 alone is NaN on update 2."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    d = Dictionary.load(f"{corpus_dir}/dict.txt")
+    corpus = ParallelCorpus(f"{corpus_dir}/train.src", f"{corpus_dir}/train.tgt", d)
+    spec = dict(SPEC, max_updates=3, validate_every=100, save_every=100, tensorboard=False)
+    trainer = Trainer(MODEL, spec, d, corpus, None, f"{out_dir}/run", seed=3, device="cpu", sizes=SIZES,
+                      log=lambda *_: None)
+    forward = trainer._forward
+
+    def nan_on_rank_1(batch, update):
+        terms = forward(batch, update)
+        if rank == 1 and update == 1:
+            terms = {k: type(t)(t.value * float("nan"), t.weight) for k, t in terms.items()}
+        return terms
+
+    trainer._forward = nan_on_rank_1
+    assert trainer.train() == 0
+    torch.save({"skipped": trainer.state.skipped, "weights": trainer.model.state_dict()}, f"{out_dir}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.timeout(180)
+def test_ddp_processes_skip_a_nonfinite_update_together(corpus_dir, tmp_path):
+    """A NaN loss on one process only: every process skips that update (the decision is
+    all-reduced), so the replicas stay equal and finite."""
+    mp.spawn(_skip_worker, args=(2, _free_port(), str(corpus_dir), str(tmp_path)), nprocs=2, join=True)
+    first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert first["skipped"] == second["skipped"] == 1
+    for name, value in first["weights"].items():
+        assert torch.isfinite(value).all(), name
+        assert torch.equal(value, second["weights"][name]), name

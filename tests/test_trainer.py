@@ -141,3 +141,36 @@ def test_only_rank_zero_logs_progress_under_torchrun():
            for rank in (0, 1)}
     assert "progress" in out[0] and "trouble" in out[0]
     assert "progress" not in out[1] and "[rank 1] trouble" in out[1]
+
+
+def test_a_checkpoint_from_before_data_fingerprints_is_checked_by_its_dictionary(train_valid, dictionary, tmp_path):
+    """Checkpoints written before they carried a data fingerprint still resume (a run in
+    progress survives the upgrade), unless their model payload names another dictionary."""
+    spec = dict(SPEC, max_updates=2, update_freq=1, validate_every=2, save_every=2)
+    assert _trainer(train_valid, dictionary, tmp_path / "run", spec).train() == 0
+    last = tmp_path / "run" / "checkpoint_last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    del ckpt["data"]
+    torch.save(ckpt, last)
+    assert _trainer(train_valid, dictionary, tmp_path / "run", dict(spec, max_updates=4)).try_resume()
+    from aeqa_model.data.dictionary import Dictionary
+
+    other = Dictionary(list(dictionary.symbols[6:]) + ["extra"])
+    train, valid = train_valid
+    trainer = Trainer(MODEL, dict(spec, max_updates=4), other, train, valid, tmp_path / "run", seed=7, device="cpu",
+                      sizes=SIZES, log=lambda *_: None)
+    assert not trainer.try_resume()  # not `size mismatch for embed.weight`
+    assert list((tmp_path / "run").glob("stale-*/checkpoint_last.pt")) and not last.exists()
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_named(train_valid, dictionary, tmp_path):
+    from aeqa_model.io import InputError
+
+    spec = dict(SPEC, max_updates=2, update_freq=1, validate_every=2, save_every=2)
+    assert _trainer(train_valid, dictionary, tmp_path / "run", spec).train() == 0
+    last = tmp_path / "run" / "checkpoint_last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    ckpt["model"]["state_dict"].pop(next(iter(ckpt["model"]["state_dict"])))  # e.g. a model class changed
+    torch.save(ckpt, last)
+    with pytest.raises(InputError, match=str(last)):
+        _trainer(train_valid, dictionary, tmp_path / "run", dict(spec, max_updates=4)).try_resume()

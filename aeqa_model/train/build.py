@@ -43,6 +43,25 @@ def model_payload(model) -> dict:
     }
 
 
+def nonfinite_entries(state_dict: dict) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding a NaN or an Inf.
+
+    One host-device synchronisation in all (a stacked flag per tensor), however many
+    tensors there are; the names are looked up only when something is wrong."""
+    names = [k for k, v in state_dict.items() if torch.is_tensor(v) and v.is_floating_point()]
+    if not names:
+        return []
+    flags = torch.stack([torch.isfinite(state_dict[k]).all() for k in names])
+    if bool(flags.all()):
+        return []
+    return [name for name, ok in zip(names, flags.tolist()) if not ok]
+
+
+def describe_nonfinite(bad: list[str], total: int) -> str:
+    shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+    return f"{len(bad)} of {total} weight tensors hold NaN or Inf ({shown})"
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     path = Path(path)
     if not path.exists():
@@ -51,6 +70,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated / corrupt files
         raise InputError(f"{path}: cannot read checkpoint ({err}); delete it and rerun training") from None
+    bad = nonfinite_entries(payload["state_dict"])
+    if bad:
+        # A diverged run's weights decode every sentence to garbage that scores like a
+        # weak model (BLEU 0.0, chrF ~1): refuse them rather than report numbers.
+        raise InputError(f"{path}: {describe_nonfinite(bad, len(payload['state_dict']))}; the training run that "
+                         "wrote it diverged. Delete it and rerun training (the trainer now stops a diverging "
+                         "run with an error; a lower lr, longer warmup_updates or clip_norm may be needed)")
     dictionary = Dictionary(payload["dictionary"])
     cfg = TransformerConfig.from_dict(payload["transformer"])
     model = model_class(payload["arch"])(dictionary, cfg, payload["options"])

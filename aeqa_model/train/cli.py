@@ -1,7 +1,9 @@
 """Entry point of the train rules: ``python -m aeqa_model.train.cli ...``.
 
 Exit code 0 when training finished and ``model.pt`` was written; 75 when it was
-interrupted by SIGUSR1/SIGTERM after writing a checkpoint (rerun to resume).
+interrupted by SIGUSR1/SIGTERM after writing a checkpoint (rerun to resume); 1 when
+training diverged (non-finite loss, gradients or weights; the message names the update
+and the checkpoint to resume from); 2 for unusable input (data, settings, checkpoints).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.io import InputError
 from aeqa_model.provenance import provenance
-from aeqa_model.train.trainer import Trainer, save_checkpoint
+from aeqa_model.train.build import describe_nonfinite, nonfinite_entries
+from aeqa_model.train.trainer import DIVERGED_EXIT_CODE, Trainer, TrainingDiverged, save_checkpoint
 
 
 def parse_args(argv=None):
@@ -72,13 +75,22 @@ def main(argv=None) -> int:
                       log=logging.info)
     try:
         code = trainer.train()
+        if code != 0:
+            return code
+        if trainer.rank == 0:
+            payload = trainer.final_model(train_spec.get("final", "average"), int(train_spec.get("average_last", 1)))
     except InputError as err:  # e.g. a damaged checkpoint_last.pt: say which and what to do
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if code != 0:
-        return code
+    except TrainingDiverged as err:  # nothing poisoned was written; the message names the way out
+        print(f"error: {err}", file=sys.stderr)
+        return DIVERGED_EXIT_CODE
     if trainer.rank == 0:
-        payload = trainer.final_model(train_spec.get("final", "average"), int(train_spec.get("average_last", 1)))
+        bad = nonfinite_entries(payload["state_dict"])
+        if bad:  # the last guard: the checkpoints it came from were all checked
+            print(f"error: {args.output}: not written: {describe_nonfinite(bad, len(payload['state_dict']))}; "
+                  f"delete the checkpoints in {args.out_dir} and rerun training", file=sys.stderr)
+            return DIVERGED_EXIT_CODE
         payload["provenance"] = provenance(seed=args.seed, device=str(trainer.device),
                                            config_sha256=args.config_sha256)
         payload["train_state"] = trainer.state.__dict__

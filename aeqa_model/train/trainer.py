@@ -5,10 +5,17 @@ Resumption is exact on CPU: a checkpoint holds the model, optimizer, RNG states
 and the data position (epoch, batch index), and batches are a pure function of
 (seed, epoch), so a killed-and-resumed run reaches the same weights bit for bit
 as an uninterrupted one.
+
+A checkpoint belongs to its settings (``setup_fingerprint``) and to its data
+(``data_fingerprint``: the binarized files and the dictionary); a mismatch starts
+over with the old run kept aside. Non-finite weights are never written or loaded:
+an update whose loss or gradient is not finite is skipped (counted in the log), and
+``max_consecutive_skips`` of them in a row stop the run with an error.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -28,10 +35,15 @@ from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.io import InputError, atomic_open
 from aeqa_model.models.base import LossTerm, total_loss
-from aeqa_model.train.build import build_model, model_payload
+from aeqa_model.train.build import build_model, describe_nonfinite, model_payload, nonfinite_entries
 from aeqa_model.train.schedule import inverse_sqrt_lr
 
 RERUN_EXIT_CODE = 75  # EX_TEMPFAIL: "interrupted after a checkpoint, rerun me"
+DIVERGED_EXIT_CODE = 1  # the cli's exit code after TrainingDiverged
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss, the gradients or the weights stopped being finite; nothing poisoned was written."""
 
 
 @dataclass
@@ -41,6 +53,8 @@ class TrainState:
     batch_in_epoch: int = 0
     best_valid: float = math.inf
     history: list = field(default_factory=list)
+    skipped: int = 0           # updates skipped for a non-finite loss or gradient, in all
+    nonfinite_streak: int = 0  # ... of them in a row, up to this update
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -103,7 +117,10 @@ class SignalFlag:
 # Training settings that only change when and how results are written, or how far a
 # run goes: a checkpoint stays resumable across edits of these.
 RESUMABLE_KEYS = {"max_updates", "validate_every", "save_every", "keep_last", "average_last",
-                  "validate_bleu_sentences", "tensorboard"}
+                  "validate_bleu_sentences", "tensorboard", "max_consecutive_skips"}
+
+#: Default of ``training.max_consecutive_skips``.
+MAX_CONSECUTIVE_SKIPS = 10
 
 
 def setup_fingerprint(model_spec: dict, train_spec: dict, seed: int) -> str:
@@ -111,6 +128,36 @@ def setup_fingerprint(model_spec: dict, train_spec: dict, seed: int) -> str:
     settings = {"model": model_spec, "seed": seed,
                 "training": {k: v for k, v in train_spec.items() if k not in RESUMABLE_KEYS}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _files_digest(paths) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            digest.update(f"{Path(path).suffix}:{os.fstat(handle.fileno()).st_size}:".encode())
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(dictionary: Dictionary, train: ParallelCorpus, valid: ParallelCorpus | None) -> dict:
+    """sha256 of each binarized file a run reads (``.idx`` + ``.bin`` of both sides of
+    train and valid) and of the dictionary (its symbols and counts, i.e. dict.txt).
+
+    Costs one sequential read of the data, once per job start (per process under
+    DDP): ~1 GB/s on the development machine (0.46 s for 512 MiB from the page cache;
+    sha256 alone ~1.8 GB/s), so WMT14 en-de (~1.1 GB of binarized train data) adds
+    about a second, plus the disk read on a cold cache, to a job of hours; the smoke
+    data takes milliseconds."""
+    symbols = json.dumps([dictionary.symbols, dictionary.counts], ensure_ascii=False)
+    out = {"dictionary": hashlib.sha256(symbols.encode()).hexdigest()}
+    for split, corpus in (("train", train), ("valid", valid)):
+        if corpus is None:
+            continue
+        for side in ("src", "tgt"):
+            prefix = getattr(corpus, side).prefix
+            out[f"{split}.{side}"] = _files_digest([f"{prefix}.idx", f"{prefix}.bin"])
+    return out
 
 
 def amp_dtype(setting: str, device: torch.device):
@@ -142,6 +189,8 @@ class Trainer:
                 self.device = torch.device("cuda", local)
         seed_everything(seed)
         self.max_updates = int(train_spec["max_updates"])
+        self.max_consecutive_skips = int(train_spec.get("max_consecutive_skips", MAX_CONSECUTIVE_SKIPS))
+        self._saved_update: int | None = None  # the update of checkpoint_last.pt, once known
         self.setup = setup_fingerprint(model_spec, train_spec, seed)
         options = {"label_smoothing": train_spec.get("label_smoothing", 0.1), "max_updates": self.max_updates}
         self.model = build_model(model_spec, dictionary, sizes, options).to(self.device)
@@ -159,6 +208,7 @@ class Trainer:
         self.amp = amp_dtype(train_spec.get("amp", "auto"), self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.train_data, self.valid_data = train, valid
+        self.dictionary = dictionary
         self.state = TrainState()
         self.signals = SignalFlag()
         self.csv_path = self.out_dir / "train_log.csv"
@@ -175,12 +225,49 @@ class Trainer:
     def last_path(self) -> Path:
         return self.out_dir / "checkpoint_last.pt"
 
+    @functools.cached_property
+    def data(self) -> dict:
+        """The data fingerprint of this run (computed once, when first needed)."""
+        return data_fingerprint(self.dictionary, self.train_data, self.valid_data)
+
+    def _data_file_names(self) -> dict:
+        names = {"dictionary": "the dictionary (dict.txt)"}
+        for split, corpus in (("train", self.train_data), ("valid", self.valid_data)):
+            for side in ("src", "tgt"):
+                if corpus is not None:
+                    names[f"{split}.{side}"] = f"{getattr(corpus, side).prefix}.{{bin,idx}}"
+        return names
+
     def checkpoint(self) -> dict:
         return {"model": model_payload(self.model), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "state": self.state.__dict__, "rng": rng_state(),
-                "train_spec": self.spec, "seed": self.seed, "setup": self.setup}
+                "train_spec": self.spec, "seed": self.seed, "setup": self.setup, "data": self.data}
+
+    def _refuse_nonfinite_weights(self, target: Path) -> None:
+        """Called before every save: a checkpoint never holds NaN or Inf weights."""
+        bad = nonfinite_entries(self.model.state_dict())
+        if bad:
+            raise TrainingDiverged(self._divergence_message(
+                f"{describe_nonfinite(bad, len(self.model.state_dict()))}, so {target.name} was not written"))
+
+    def _divergence_message(self, reason: str) -> str:
+        fix = "fix the settings (a lower lr, a longer warmup_updates, clip_norm) and rerun to start over"
+        update = self.state.update
+        if self._saved_update is not None and self.last_path.exists():
+            first_bad = update - self.state.nonfinite_streak + 1
+            weights = (f"those of update {first_bad - 1}, before the non-finite updates began"
+                       if self.state.nonfinite_streak and self._saved_update >= first_bad else "finite")
+            way = (f"Nothing was written after the last checkpoint, {self.last_path} (update {self._saved_update}; "
+                   f"its weights are {weights}). To go on, {fix} (this run's checkpoints and log are then kept in "
+                   f"{self.out_dir}/stale-<hash>/), or rerun unchanged to resume from that checkpoint (on CPU the "
+                   f"same updates follow, bit for bit)")
+        else:
+            way = f"No checkpoint was written before it (save_every {int(self.spec.get('save_every', 1000))}); {fix}"
+        return f"training diverged at update {update}: {reason}. {way}. Every update is logged in {self.csv_path}"
 
     def save(self, tag: str) -> None:
+        # Checked on every rank (the replicas are equal), so that all of them stop together.
+        self._refuse_nonfinite_weights(self.last_path)
         if self.rank != 0:
             return
         payload = self.checkpoint()
@@ -192,6 +279,7 @@ class Trainer:
         if tag == "periodic":
             save_checkpoint(numbered, {"model": payload["model"]})
         save_checkpoint(self.last_path, payload)
+        self._saved_update = self.state.update
         if tag == "periodic":
             keep = int(self.spec.get("keep_last", 3))
             olds = sorted(self.out_dir.glob("checkpoint_[0-9]*.pt"), key=lambda p: int(p.stem.split("_")[1]))
@@ -222,6 +310,43 @@ class Trainer:
         with atomic_open(self.csv_path) as handle:
             csv.writer(handle).writerows(kept)
 
+    def _barrier(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+
+    def _what_changed(self, ckpt: dict) -> str | None:
+        """How the run that wrote ``ckpt`` differs from this one (None: it is this run)."""
+        if ckpt.get("setup", self.setup) != self.setup:
+            return "other model/training settings"
+        old = ckpt.get("data")
+        if old is None:
+            # Written before checkpoints carried a data fingerprint; the model payload
+            # still names its dictionary, the part that decides the embedding shapes.
+            symbols = list(ckpt["model"].get("dictionary", self.dictionary.symbols[6:]))
+            if symbols != self.dictionary.symbols[6:]:
+                return "another dictionary (its model payload lists other symbols)"
+            self.log(f"{self.last_path}: written without a data fingerprint (by an older version); resuming "
+                     "without checking that the training data is the same")
+            return None
+        names = self._data_file_names()
+        changed = [names.get(key, key) for key in sorted(set(old) | set(self.data))
+                   if old.get(key) != self.data.get(key)]
+        return f"other data (changed: {', '.join(changed)})" if changed else None
+
+    def _set_aside(self, ckpt: dict) -> Path:
+        """Move the old run's checkpoints and log into a fresh stale-<hash>/ directory."""
+        key = json.dumps([ckpt.get("setup"), ckpt.get("data")], sort_keys=True, default=str)
+        base = f"stale-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        stale, n = self.out_dir / base, 1
+        while stale.exists() and any(stale.iterdir()):  # never overwrite an earlier set-aside run
+            n += 1
+            stale = self.out_dir / f"{base}-{n}"
+        stale.mkdir(exist_ok=True)
+        for old in [*self.out_dir.glob("checkpoint_*.pt"), self.csv_path]:
+            if old.exists():
+                os.replace(old, stale / old.name)
+        return stale
+
     def try_resume(self) -> bool:
         self._clean_stale_temporaries()
         if not self.last_path.exists():
@@ -238,23 +363,38 @@ class Trainer:
                 f"{self.last_path}: cannot resume from this checkpoint ({type(err).__name__}: {err}). "
                 f"Restore it from a backup, or delete it (and the other checkpoint_*.pt files in "
                 f"{self.out_dir}) to train from scratch") from None
-        if ckpt.get("setup", self.setup) != self.setup:
-            # The model or training settings changed since these checkpoints were written
-            # (e.g. a config edit followed by --forcerun): train from scratch, keeping the
-            # old run's files aside rather than deleting them.
-            stale = self.out_dir / f"stale-{ckpt['setup'][:12]}"
-            stale.mkdir(exist_ok=True)
-            for old in [*self.out_dir.glob("checkpoint_*.pt"), self.csv_path]:
-                if old.exists():
-                    os.replace(old, stale / old.name)
-            self.log(f"{self.last_path}: written for other model/training settings; starting from scratch "
-                     f"(the old checkpoints and log are kept in {stale})")
+        changed = self._what_changed(ckpt)
+        self._barrier()  # every rank has read the checkpoint before rank 0 may move it
+        if changed is not None:
+            # The settings or the data changed since these checkpoints were written (a config
+            # edit, a re-prepared corpus, a new dictionary): train from scratch, keeping the
+            # old run's files aside rather than deleting them or resuming onto other data.
+            if self.rank == 0:
+                stale = self._set_aside(ckpt)
+                self.log(f"{self.last_path}: written for {changed}; starting from scratch "
+                         f"(the old checkpoints and log are kept in {stale})")
+            self._barrier()
             return False
-        self.model.load_state_dict(ckpt["model"]["state_dict"])
+        state_dict = ckpt["model"]["state_dict"]
+        bad = nonfinite_entries(state_dict)
+        if bad:
+            raise InputError(
+                f"{self.last_path}: {describe_nonfinite(bad, len(state_dict))}; it was written by a diverged run "
+                f"(before checkpoints were checked). Delete it and the other checkpoint_*.pt files in "
+                f"{self.out_dir} (or restore a good copy) and rerun to train from scratch")
+        try:
+            self.model.load_state_dict(state_dict)
+        except RuntimeError as err:  # e.g. a model class changed since the checkpoint was written
+            first = str(err).strip().splitlines()
+            raise InputError(
+                f"{self.last_path}: does not fit the model built from the current settings and dictionary "
+                f"({' '.join(line.strip() for line in first[:3])}). Move it and the other checkpoint_*.pt "
+                f"files in {self.out_dir} aside (or delete them) and rerun to train from scratch") from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.state = TrainState(**ckpt["state"])
         set_rng_state(ckpt["rng"])
+        self._saved_update = self.state.update
         self._truncate_csv(self.state.update)
         self.log(f"resumed from {self.last_path} at update {self.state.update} "
                  f"(epoch {self.state.epoch}, batch {self.state.batch_in_epoch})")
@@ -347,25 +487,136 @@ class Trainer:
             return max(1, math.ceil(int(target) / (int(self.spec["max_tokens"]) * self.world)))
         return int(self.spec.get("update_freq", 1))
 
+    def _check_an_epoch_makes_an_update(self, update_freq: int, max_tokens: int) -> None:
+        """A start-up error instead of a loop that never completes an update (and so never
+        looks at a signal): an empty training split, or an update needing more batches
+        than an epoch has. Accumulating across epochs would put a sentence into the same
+        update twice, so the settings must change instead."""
+        src, tgt = f"{self.train_data.src.prefix}.idx", f"{self.train_data.tgt.prefix}.idx"
+        sentences = len(self.train_data)
+        if sentences == 0:
+            raise InputError(f"the training split is empty: {src} and {tgt} hold no sentences; check the "
+                             f"dataset's prepare and binarize reports (tok/report.json, bin/report.json) and rerun "
+                             f"the stages that wrote them")
+        # The number of batches is the same in every epoch (only the order changes).
+        batches = len(self.train_data.token_batches(max_tokens, shuffle=False))
+        per_process = batches // self.world
+        if per_process >= update_freq:
+            return
+        target = self.spec.get("effective_batch_tokens")
+        how = (f"effective_batch_tokens {int(target)} / (max_tokens {max_tokens} x {self.world} process(es)), "
+               f"rounded up" if target else "update_freq")
+        processes = f", {per_process} per process ({self.world} processes)" if self.world > 1 else ""
+        raise InputError(
+            f"one update needs {update_freq} batches ({how}), but an epoch of the training data ({sentences} "
+            f"sentences, {int(self.train_data.tgt.sizes.sum())} target tokens in {tgt}) makes only {batches} "
+            f"batches of at most {max_tokens} tokens{processes}, so no update could ever complete. Lower "
+            f"effective_batch_tokens (or update_freq), raise max_tokens, or train on more data")
+
+    def _rng_snapshot(self) -> tuple:
+        """The RNG states an update draws from: host generators and this process's device
+        (not rng_state()'s every visible GPU). ~50 us on the host, no device synchronisation;
+        taken only when an update has several micro-batches."""
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+    def _rng_restore(self, snapshot: tuple) -> None:
+        python, numpy_state, torch_state, cuda = snapshot
+        random.setstate(python)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, self.device)
+
+    def _accumulate(self, group: list) -> tuple | None:
+        """Forward and backward over the micro-batches of one update, then unscale and clip.
+
+        Returns (loss, gradient norm, non-finite?, logged terms, target tokens), read from
+        the device in one synchronisation; or None when a signal arrived between two
+        micro-batches: the update is abandoned (gradients dropped, the RNG rewound to
+        its start), so a checkpoint written now equals the one of the update before."""
+        rng_before = self._rng_snapshot() if len(group) > 1 else None
+        self.optimizer.zero_grad(set_to_none=True)
+        # The optimized objective: the weighted sum (Eq. 13), not the raw terms.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        term_sums: dict[str, torch.Tensor] = {}
+        ntok = 0
+        for i, ids in enumerate(group):
+            if i > 0 and self.signals.received is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+                self._rng_restore(rng_before)
+                return None
+            cpu_batch = self.train_data.batch(ids)
+            ntok += cpu_batch.ntokens  # counted on the host: no synchronisation
+            batch = cpu_batch.to(self.device)
+            terms = self._forward(batch, self.state.update)
+            loss = total_loss(terms) / len(group)
+            self.scaler.scale(loss).backward()
+            loss_sum = loss_sum + loss.detach().double()
+            for name, term in terms.items():
+                term_sums[name] = term_sums.get(name, 0.0) + term.value.detach().double() / len(group)
+        self.scaler.unscale_(self.optimizer)
+        clip = float(self.spec.get("clip_norm", 0.0))
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+        bad = (~(torch.isfinite(loss_sum) & torch.isfinite(gnorm))).to(torch.float64)
+        if self.ddp is not None:
+            # The gradients are all-reduced, the loss is not: decide together, so that
+            # every process skips the same updates and the replicas stay equal.
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        values = torch.stack([loss_sum, gnorm.to(loss_sum.device, torch.float64), bad,
+                              *[v.to(loss_sum.device) for v in term_sums.values()]]).tolist()
+        return values[0], values[1], values[2] > 0, dict(zip(term_sums, values[3:])), ntok
+
+    def _after_skip(self, row: dict, loss_value: float, gnorm: float) -> None:
+        """Log a skipped update; stop with TrainingDiverged (after logging its row) when the
+        weights are no longer finite or ``max_consecutive_skips`` updates in a row failed."""
+        state = self.state
+        scale = f"; fp16 loss scale lowered to {self.scaler.get_scale():g}" if self.scaler.is_enabled() else ""
+        self.log(f"update {state.update}: non-finite loss or gradient (loss {loss_value:.4g}, gradient norm "
+                 f"{gnorm:.4g}): update skipped, weights unchanged ({state.skipped} skipped in all, "
+                 f"{state.nonfinite_streak} in a row; max_consecutive_skips {self.max_consecutive_skips}){scale}")
+        weights = self.model.state_dict()
+        bad = nonfinite_entries(weights)  # e.g. EMA buffers fed by a NaN forward pass
+        if bad:
+            reason = f"the weights are no longer finite: {describe_nonfinite(bad, len(weights))}"
+        elif state.nonfinite_streak >= self.max_consecutive_skips:
+            first = state.update - state.nonfinite_streak + 1
+            reason = (f"the loss or gradient was non-finite on {state.nonfinite_streak} consecutive updates ({first} "
+                      f"to {state.update}; max_consecutive_skips {self.max_consecutive_skips})")
+        else:
+            return
+        self._write_csv(row)
+        raise TrainingDiverged(self._divergence_message(reason))
+
+    def _exit_on_signal(self, bar, abandoned: bool = False) -> int:
+        self.save("signal")
+        bar.close()
+        where = (f"between two batches of update {self.state.update + 1}, which was abandoned (it is redone on "
+                 f"resume); " if abandoned else "")
+        self.log(f"received signal {self.signals.received}: {where}checkpoint {self.last_path} saved at "
+                 f"update {self.state.update}; exiting with {RERUN_EXIT_CODE}: rerun the job to resume from it")
+        return RERUN_EXIT_CODE
+
     def train(self) -> int:
-        """Run until max_updates; returns 0, or RERUN_EXIT_CODE after a signal."""
+        """Run until max_updates; returns 0, or RERUN_EXIT_CODE after a signal. Raises
+        TrainingDiverged when the run diverges, InputError for unusable data or checkpoints."""
         from tqdm import tqdm
 
+        spec = self.spec
+        update_freq = self.update_freq()
+        max_tokens = int(spec["max_tokens"])
+        self._check_an_epoch_makes_an_update(update_freq, max_tokens)
         resumed = self.try_resume()
         if not resumed and self.csv_path.exists():
             self.csv_path.unlink()
         self.model.train()
-        spec = self.spec
-        update_freq = self.update_freq()
         validate_every = int(spec.get("validate_every", 1000))
         save_every = int(spec.get("save_every", 1000))
-        clip = float(spec.get("clip_norm", 0.0))
         bar = tqdm(total=self.max_updates, initial=self.state.update, disable=self.rank != 0,
                    desc=f"train {self.out_dir.name}", dynamic_ncols=True, mininterval=2.0, file=sys.stderr)
         started, tokens_seen = time.time(), 0
         while self.state.update < self.max_updates:
-            batches = self.train_data.token_batches(int(spec["max_tokens"]), shuffle=True,
-                                                    seed=self.seed, epoch=self.state.epoch)
+            batches = self.train_data.token_batches(max_tokens, shuffle=True, seed=self.seed, epoch=self.state.epoch)
             batches = batches[self.rank::self.world] if self.world > 1 else batches
             # Each update consumes `update_freq` consecutive batches of this epoch.
             while self.state.batch_in_epoch + update_freq <= len(batches) and self.state.update < self.max_updates:
@@ -374,23 +625,20 @@ class Trainer:
                                      float(spec.get("warmup_init_lr", 1e-7)))
                 for group_param in self.optimizer.param_groups:
                     group_param["lr"] = lr
-                self.optimizer.zero_grad(set_to_none=True)
-                logged: dict[str, float] = {}
-                loss_value = 0.0  # the optimized objective: the weighted sum (Eq. 13), not the raw terms
-                ntok = 0
-                for ids in group:
-                    batch = self.train_data.batch(ids).to(self.device)
-                    terms = self._forward(batch, self.state.update)
-                    loss = total_loss(terms) / len(group)
-                    self.scaler.scale(loss).backward()
-                    loss_value += float(loss.detach())
-                    for name, term in terms.items():
-                        logged[name] = logged.get(name, 0.0) + float(term.value.detach()) / len(group)
-                    ntok += batch.ntokens
-                self.scaler.unscale_(self.optimizer)
-                gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf")))
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                result = self._accumulate(group)
+                if result is None:
+                    return self._exit_on_signal(bar, abandoned=True)
+                loss_value, gnorm, nonfinite, logged, ntok = result
+                if nonfinite:
+                    # No optimizer step (fairseq's overflow skip; under fp16 the scaler
+                    # lowers its scale). The update still counts, and its batches are used up.
+                    self.scaler.update()
+                    self.state.skipped += 1
+                    self.state.nonfinite_streak += 1
+                else:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.state.nonfinite_streak = 0
                 self.state.update += 1
                 self.state.batch_in_epoch += update_freq
                 tokens_seen += ntok
@@ -399,7 +647,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_seen / elapsed:.0f}",
                                 refresh=False)
                 row = {"update": self.state.update, "epoch": self.state.epoch, "lr": lr, "loss": loss_value,
-                       "gnorm": gnorm, "tokens": ntok, **{f"loss_{k}": v for k, v in logged.items()}}
+                       "gnorm": gnorm, "tokens": ntok, "skipped": self.state.skipped,
+                       **{f"loss_{k}": v for k, v in logged.items()}}
+                if nonfinite:
+                    self._after_skip(row, loss_value, gnorm)
                 if self.state.update % validate_every == 0 or self.state.update == self.max_updates:
                     valid = self.validate()
                     row["valid_loss"] = valid
@@ -412,36 +663,46 @@ class Trainer:
                         self.model.sqs.reset_usage()
                     if valid < self.state.best_valid:
                         self.state.best_valid = valid
+                        best = self.out_dir / "checkpoint_best.pt"
+                        self._refuse_nonfinite_weights(best)
                         if self.rank == 0:
-                            save_checkpoint(self.out_dir / "checkpoint_best.pt", {"model": model_payload(self.model)})
+                            save_checkpoint(best, {"model": model_payload(self.model)})
                     self.log(f"update {self.state.update}: train loss {loss_value:.4f}, valid loss {valid:.4f}"
                              + (f", valid BLEU {bleu:.2f}" if bleu is not None else ""))
                 self._write_csv(row)
                 if self.state.update % save_every == 0:
                     self.save("periodic")
                 if self.signals.received is not None:
-                    self.save("signal")
-                    bar.close()
-                    self.log(f"received signal {self.signals.received}: checkpoint {self.last_path} saved at "
-                             f"update {self.state.update}; exiting with {RERUN_EXIT_CODE}: rerun the job to "
-                             f"resume from it")
-                    return RERUN_EXIT_CODE
+                    return self._exit_on_signal(bar)
             self.state.epoch += 1
             self.state.batch_in_epoch = 0
         bar.close()
+        if self.state.nonfinite_streak:
+            self.log(f"warning: the last {self.state.nonfinite_streak} updates were skipped for a non-finite loss "
+                     f"or gradient; the final weights are those of update "
+                     f"{self.state.update - self.state.nonfinite_streak}")
         self.save("final")
         return 0
+
+    def _load_finite(self, path: Path) -> dict:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        bad = nonfinite_entries(payload["model"]["state_dict"])
+        if bad:
+            raise InputError(f"{path}: {describe_nonfinite(bad, len(payload['model']['state_dict']))}; it was written "
+                             f"by a diverged run (before checkpoints were checked). Delete it and rerun")
+        return payload
 
     def final_model(self, choice: str = "average", average_last: int = 1) -> dict:
         """The weights to decode with: ``best`` (lowest valid loss), ``last``, or ``average``
         of the last N periodic checkpoints (plus the final weights)."""
         if choice == "best" and (self.out_dir / "checkpoint_best.pt").exists():
-            return torch.load(self.out_dir / "checkpoint_best.pt", map_location="cpu", weights_only=False)["model"]
+            best = self.out_dir / "checkpoint_best.pt"
+            return self._load_finite(best)["model"]
         payload = model_payload(self.model)
         if choice == "average" and average_last > 1:
             paths = sorted(self.out_dir.glob("checkpoint_[0-9]*.pt"), key=lambda p: int(p.stem.split("_")[1]))
             paths = [p for p in paths if int(p.stem.split("_")[1]) != self.state.update][-(average_last - 1):]
-            states = [torch.load(p, map_location="cpu", weights_only=False)["model"]["state_dict"] for p in paths]
+            states = [self._load_finite(p)["model"]["state_dict"] for p in paths]
             states.append({k: v.detach().cpu() for k, v in payload["state_dict"].items()})
             averaged = {}
             for key, value in states[-1].items():

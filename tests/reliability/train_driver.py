@@ -13,6 +13,15 @@ CLI) or through :func:`run` in a process forked from a forkserver. Faults:
     the process dies, as when a node fails during the write.
 ``slow:SECONDS``
     Sleep that long before every forward pass (for faults sent from outside).
+``nan_loss:FROM[-TO]``
+    Multiply the loss of every micro-batch of updates FROM to TO (1-based, as in the
+    log; without TO: to the end) by NaN, as an overflow or a bad batch would.
+``poison_step:K``
+    Right after the K-th optimizer step, set one weight to +Inf (an optimizer step
+    that overflowed although its gradients were finite).
+``signal_in_batch:U#B``
+    Send this process SIGTERM right after the B-th forward pass of update U (1-based),
+    i.e. between two micro-batches of one update.
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from aeqa_model.io import atomic_open  # noqa: E402
+from aeqa_model.models.base import LossTerm  # noqa: E402
 from aeqa_model.train import cli  # noqa: E402
 from aeqa_model.train import trainer as trainer_module  # noqa: E402
 
@@ -84,6 +94,45 @@ def install(fault: str) -> None:
 
         trainer_module.save_checkpoint = killing_save
         cli.save_checkpoint = killing_save
+    elif kind == "nan_loss":
+        first, _, last = arg.partition("-")
+        first, last = int(first), int(last) if last else None
+        forward = trainer_module.Trainer._forward
+
+        def nan_forward(self, batch, update):
+            terms = forward(self, batch, update)
+            if first <= update + 1 and (last is None or update + 1 <= last):
+                terms = {name: LossTerm(term.value * float("nan"), term.weight) for name, term in terms.items()}
+            return terms
+
+        trainer_module.Trainer._forward = nan_forward
+    elif kind == "poison_step":
+        k, steps = int(arg), [0]
+        step = torch.optim.AdamW.step
+
+        def poisoning_step(self, *args, **kwargs):
+            out = step(self, *args, **kwargs)
+            steps[0] += 1
+            if steps[0] == k:
+                with torch.no_grad():
+                    self.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+            return out
+
+        torch.optim.AdamW.step = poisoning_step
+    elif kind == "signal_in_batch":
+        target_update, _, target_batch = arg.partition("#")
+        target_update, target_batch = int(target_update), int(target_batch)
+        seen: dict[int, int] = {}
+        forward = trainer_module.Trainer._forward
+
+        def signalling_forward(self, batch, update):
+            out = forward(self, batch, update)
+            seen[update + 1] = seen.get(update + 1, 0) + 1
+            if update + 1 == target_update and seen[update + 1] == target_batch:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return out
+
+        trainer_module.Trainer._forward = signalling_forward
     elif fault:
         raise SystemExit(f"unknown AEQA_FAULT {fault!r}")
 
