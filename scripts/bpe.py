@@ -5,7 +5,14 @@ Usage (as the Snakemake rules call it)::
 
     python scripts/bpe.py learn --merges 40000 --codes .../bpe/codes --inputs .../tok/train.en .../tok/train.de
     python scripts/bpe.py apply --codes .../bpe/codes --inputs .../tok/train.en ... \
-        --outputs .../bpe/train.en ... --workers 2
+        --outputs .../bpe/train.en ... --workers 2 [--stamp .../bpe/done.json]
+    python scripts/bpe.py learn-apply --merges 40000 --codes .../bpe/codes \
+        --learn-inputs .../tok/train.en .../tok/train.de --inputs .../tok/*.{en,de} \
+        --outputs .../bpe/*.{en,de} --workers 2 --stamp .../bpe/done.json
+
+``learn-apply`` and ``--stamp`` let a rule run its whole stage as one process that
+its shell ``exec``s, so that a signal sent to the job reaches the work itself
+(issue 18); the stamp (aeqa_model.data.stamp) is written last.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aeqa_model.data import bpe  # noqa: E402
+from aeqa_model.data import bpe, stamp  # noqa: E402
 from aeqa_model.io import InputError  # noqa: E402
 
 
@@ -37,13 +44,26 @@ def main(argv: list[str] | None = None) -> int:
     p_apply.add_argument("--inputs", nargs="+", required=True)
     p_apply.add_argument("--outputs", nargs="+", required=True)
     p_apply.add_argument("--workers", type=int, default=1)
+    p_apply.add_argument("--stamp", default=None, help="completion stamp listing the outputs, written last")
+    p_both = sub.add_parser("learn-apply", help="learn the codes, apply them, write the stamp (one process)")
+    p_both.add_argument("--merges", type=int, required=True)
+    p_both.add_argument("--codes", required=True)
+    p_both.add_argument("--learn-inputs", nargs="+", required=True)
+    p_both.add_argument("--min-frequency", type=int, default=2)
+    p_both.add_argument("--inputs", nargs="+", required=True)
+    p_both.add_argument("--outputs", nargs="+", required=True)
+    p_both.add_argument("--workers", type=int, default=1)
+    p_both.add_argument("--stamp", default=None, help="completion stamp listing the outputs, written last")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
-        if args.command == "learn":
-            bpe.learn(args.inputs, args.codes, args.merges, min_frequency=args.min_frequency, log=log)
-        else:
+        if args.command in ("learn", "learn-apply"):
+            bpe.learn(args.inputs if args.command == "learn" else args.learn_inputs, args.codes, args.merges,
+                      min_frequency=args.min_frequency, log=log)
+        if args.command in ("apply", "learn-apply"):
             bpe.apply(args.codes, args.inputs, args.outputs, workers=max(1, args.workers), log=log)
+            if args.stamp:
+                stamp.main(["--out", args.stamp, "--files", *args.outputs])
     except InputError as err:
         log(f"error: {err}")
         return 1

@@ -64,8 +64,9 @@ class ParallelCorpus:
 
     def __init__(self, src_prefix: str | Path, tgt_prefix: str | Path, dictionary: Dictionary,
                  max_positions: int = 1024):
-        self.src = IndexedCorpus(src_prefix)
-        self.tgt = IndexedCorpus(tgt_prefix)
+        # Every token id must be an id of this dictionary (checked once, here).
+        self.src = IndexedCorpus(src_prefix, vocab_size=len(dictionary))
+        self.tgt = IndexedCorpus(tgt_prefix, vocab_size=len(dictionary))
         if len(self.src) != len(self.tgt):
             raise InputError(f"{src_prefix} has {len(self.src)} sentences but {tgt_prefix} has "
                              f"{len(self.tgt)}; rebuild both with the binarize rule")
@@ -75,9 +76,15 @@ class ParallelCorpus:
     def __len__(self) -> int:
         return len(self.src)
 
+    @property
+    def max_tokens_per_side(self) -> int:
+        """Tokens of a sentence a batch keeps (the model's positions less BOS/EOS); longer
+        sentences are cut to it (decode.cli counts and logs them)."""
+        return self.max_positions - 2
+
     def batch(self, ids) -> Batch:
         ids = [int(i) for i in ids]
-        cap = self.max_positions - 2
+        cap = self.max_tokens_per_side
         return collate(ids, [self.src[i][:cap] for i in ids], [self.tgt[i][:cap] for i in ids], self.dictionary)
 
     def token_batches(self, max_tokens: int, shuffle: bool, seed: int = 0, epoch: int = 0,

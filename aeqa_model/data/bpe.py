@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import multiprocessing
 import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from aeqa_model.data.workers import worker_pool
 from aeqa_model.io import InputError, atomic_open, read_lines, write_lines
 
 SEPARATOR = "@@"
@@ -81,11 +81,10 @@ def apply(codes: str | os.PathLike, inputs: Sequence[str | os.PathLike], outputs
     if not Path(codes).is_file():
         raise InputError(f"{codes}: BPE codes not found (run `bpe.py learn` first)")
     counts = {}
-    pool = None
-    try:
+    with contextlib.ExitStack() as stack:
+        pool = None
         if workers > 1:
-            pool = multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(
-                workers, initializer=_init_worker, initargs=(str(codes),))
+            pool = stack.enter_context(worker_pool(workers, initializer=_init_worker, initargs=(str(codes),)))
         else:
             _init_worker(str(codes))
         for src, dst in zip(inputs, outputs):
@@ -99,10 +98,6 @@ def apply(codes: str | os.PathLike, inputs: Sequence[str | os.PathLike], outputs
             write_lines(dst, out)
             counts[str(dst)] = len(out)
             log(f"[bpe] {src} -> {dst} ({len(out)} lines)")
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
     return counts
 
 

@@ -24,13 +24,14 @@ in, dropped per reason and lines out.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import multiprocessing
 import os
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from aeqa_model.data.moses import tokenize
+from aeqa_model.data.workers import worker_pool
 from aeqa_model.io import InputError, write_json, write_lines
 
 SPLITS = ("train", "valid", "test")
@@ -227,15 +228,9 @@ def prepare_dataset(spec: Mapping, langs: Sequence[str], in_dir: str | os.PathLi
     (out_dir / "report.json").unlink(missing_ok=True)
     report = {"settings": {"langs": list(langs), **{k: v for k, v in dict(spec).items()}, "workers": workers},
               "drop_reasons": list(DROP_REASONS), "splits": {}}
-    pool = None
-    try:
-        if workers > 1:
-            pool = multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(worker_pool(workers)) if workers > 1 else None
         for split in splits:
             report["splits"][split] = prepare_split(split, langs, in_dir, out_dir, spec, workers, pool, log)
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
     write_json(out_dir / "report.json", report)
     return report

@@ -7,6 +7,7 @@ specials). Strategies register themselves in STRATEGIES.
 from __future__ import annotations
 
 import importlib
+import logging
 
 import torch
 
@@ -57,6 +58,36 @@ def strategy_fn(name: str):
     return getattr(importlib.import_module(module), fn)
 
 
+def max_positions(model) -> int:
+    """Positions of the model's sinusoidal table: the longest source (EOS included) and
+    the longest decoder input it can read."""
+    return int(model.cfg.max_positions)
+
+
+def fit_source(model, src: torch.Tensor) -> torch.Tensor:
+    """``src`` (B, S: tokens + EOS, right-padded) cut to the model's positions: a longer
+    row keeps its first ``max_positions - 1`` tokens and ends in EOS. decode.cli cuts
+    over-long sentences before batching and counts them; this is the guard for any
+    other caller (a warning names how many rows were cut)."""
+    limit = max_positions(model)
+    if src.size(1) <= limit:
+        return src
+    d = model.dictionary
+    lengths = src.ne(d.pad).sum(1)
+    cut = lengths > limit
+    out = src[:, :limit].clone()
+    out[cut, limit - 1] = d.eos
+    logging.getLogger(__name__).warning("%d source row(s) longer than the model's %d positions were cut to "
+                                        "%d tokens + EOS", int(cut.sum()), limit, limit - 1)
+    return out
+
+
+def clamp_lengths(model, lengths: torch.Tensor) -> torch.Tensor:
+    """Predicted target lengths (NAT, CMLM, CTC) capped at the model's positions: a
+    length beyond them has no position embedding (a size mismatch, 1027 vs 1024)."""
+    return lengths.clamp(min=1, max=max_positions(model))
+
+
 @torch.no_grad()
 def generate(model, src: torch.Tensor, decoding: dict, teacher=None, reference: torch.Tensor | None = None):
     problems = check_decoding("<entry>", decoding)
@@ -64,6 +95,9 @@ def generate(model, src: torch.Tensor, decoding: dict, teacher=None, reference: 
         raise ValueError("invalid decoding: " + "; ".join(problems))
     options = {k: v for k, v in decoding.items() if k != "strategy"}
     fn = strategy_fn(decoding["strategy"])
+    src = fit_source(model, src)
+    if reference is not None:
+        reference = reference[:, :max_positions(model)]
     return fn(model, src, teacher=teacher, reference=reference, **options)
 
 

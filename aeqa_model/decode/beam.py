@@ -29,7 +29,9 @@ def beam_search(model, src, teacher=None, reference=None, beam: int = 4, lenpen:
     enc = enc.repeat_interleave(k, dim=0)
     enc_mask = enc_mask.repeat_interleave(k, dim=0)
     src_len = (~enc_mask).sum(1)
-    max_len = int(max_len_a * int(src_len.max()) + max_len_b)
+    # Never past the decoder's positions (step ``max_len - 1`` reads position ``max_len - 1``):
+    # a long source would otherwise ask for more (1.2 x 1023 + 10), an IndexError mid-search.
+    max_len = min(int(max_len_a * int(src_len.max()) + max_len_b), int(model.cfg.max_positions))
     cache: list[dict] = [dict() for _ in model.decoder.layers]
     tokens = torch.full((bsz * k, 1), d.bos, dtype=torch.long, device=src.device)
     scores = torch.zeros(bsz, k, device=src.device)

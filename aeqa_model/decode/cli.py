@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from aeqa_model.data.batching import ParallelCorpus
+from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.decode import generate
 from aeqa_model.io import InputError, write_json, write_lines
 from aeqa_model.train.build import load_model
@@ -34,10 +35,36 @@ def shard_indices(n: int, shard: int, num_shards: int) -> np.ndarray:
     return np.arange(bounds[shard], bounds[shard + 1])
 
 
+def check_dictionary(model, model_path, dictionary: Dictionary, dict_path) -> None:
+    """The model's dictionary (stored in its checkpoint) must be the data's ``dict.txt``:
+    with another run's model, ids would be mapped through the wrong table (issue 18)."""
+    mine, theirs = model.dictionary.symbols, dictionary.symbols
+    if mine == theirs:
+        return
+    first = next((i for i, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+    at = (f"first difference at id {first}: {mine[first] if first < len(mine) else '(none)'!r} in the model, "
+          f"{theirs[first] if first < len(theirs) else '(none)'!r} in {Path(dict_path).name}")
+    raise InputError(f"{model_path}: the model's dictionary ({len(mine)} symbols) is not the data's {dict_path} "
+                     f"({len(theirs)} symbols; {at}). The model was trained on other data (another run, or before "
+                     f"the data changed): use the model trained on this data (delete {model_path} and rerun its "
+                     f"train rule), or pass the --dict and binarized data it was trained on")
+
+
+def long_sources(corpus: ParallelCorpus, indices: np.ndarray) -> dict:
+    """The sentences of ``indices`` longer than the model's positions allow: a batch keeps
+    their first ``max_tokens`` tokens (issue 18: truncate, count and log; see decode())."""
+    cap = corpus.max_tokens_per_side
+    long = indices[corpus.src.sizes[indices] > cap]
+    return {"sentences": int(len(long)), "max_tokens": int(cap),
+            "lines": [int(i) + 1 for i in long[:20]],
+            "longest": int(corpus.src.sizes[long].max()) if len(long) else 0}
+
+
 def translate(model, corpus: ParallelCorpus, indices: np.ndarray, decoding: dict, device, max_tokens: int,
               teacher=None, desc="decode") -> list[list[int]]:
-    """Decode ``indices`` in length-sorted batches; returns hypotheses in the given order."""
-    lengths = corpus.src.sizes[indices]
+    """Decode ``indices`` in length-sorted batches; returns hypotheses in the given order.
+    Sources longer than the model's positions are cut (ParallelCorpus.batch)."""
+    lengths = np.minimum(corpus.src.sizes[indices], corpus.max_tokens_per_side)
     order = indices[np.argsort(lengths, kind="stable")]
     results: dict[int, list[int]] = {}
     batch_ids: list[int] = []
@@ -56,7 +83,7 @@ def translate(model, corpus: ParallelCorpus, indices: np.ndarray, decoding: dict
 
     with tqdm(total=len(indices), desc=desc, file=sys.stderr, mininterval=2.0) as bar:
         for i in order:
-            size = int(corpus.src.sizes[i]) + 2
+            size = min(int(corpus.src.sizes[i]), corpus.max_tokens_per_side) + 2
             if batch_ids and max(width, size) * (len(batch_ids) + 1) > max_tokens:
                 flush()
                 batch_ids, width = [], 0
@@ -128,14 +155,34 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     try:
+        dictionary = Dictionary.load(args.dict)
         model = load_model(args.model, device)
+        check_dictionary(model, args.model, dictionary, args.dict)
         teacher = load_model(args.teacher, device) if args.teacher else None
-        corpus = ParallelCorpus(args.src_prefix, args.tgt_prefix, model.dictionary)
+        if teacher is not None:
+            check_dictionary(teacher, args.teacher, dictionary, args.dict)
+        # The AT timed for the speed-up: checked now, not after the whole decode.
+        reference = load_model(args.speed_reference, "cpu") if args.speed_out and args.speed_reference else None
+        if reference is not None:
+            check_dictionary(reference, args.speed_reference, dictionary, args.dict)
+        positions = min(m.cfg.max_positions for m in (model, teacher) if m is not None)
+        corpus = ParallelCorpus(args.src_prefix, args.tgt_prefix, dictionary, max_positions=positions)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     decoding = json.loads(args.decoding)
     indices = shard_indices(len(corpus), args.shard, args.num_shards)
+    # Over-long sources are cut to the model's positions, counted and logged (and recorded
+    # in speed.json, which evaluate copies into metrics.json's provenance): a researcher
+    # gets every line scored and keeps the job, and the count says how many were cut.
+    truncation = long_sources(corpus, indices)
+    if truncation["sentences"]:
+        logging.warning("%d of %d source sentences of %s are longer than the model's %d tokens (max_positions %d "
+                        "less BOS/EOS; longest %d) and are cut to it: their hypotheses translate the first %d "
+                        "tokens only (use a model with more max_positions to translate them whole). "
+                        "Lines (1-based, first 20): %s", truncation["sentences"], len(indices),
+                        args.src_prefix, truncation["max_tokens"], positions, truncation["longest"],
+                        truncation["max_tokens"], ", ".join(map(str, truncation["lines"])))
     hyps = translate(model, corpus, indices, decoding, device, args.max_tokens, teacher=teacher,
                      desc=f"decode {Path(args.out_tok).parent.name}")
     bpe_lines = [model.dictionary.decode(h) for h in hyps]
@@ -151,11 +198,12 @@ def main(argv=None) -> int:
         speed["throughput_sentences_per_s"] = time_throughput(model, corpus, subset, decoding, device,
                                                               args.max_tokens, teacher=teacher)
         speed["throughput_max_tokens"] = args.max_tokens
+        speed["source_truncation"] = truncation
         speed.update({"batch_size": 1, "n_sentences": len(subset), "warmup": args.speed_warmup,
                       "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                       "dtype": "float32", "threads": torch.get_num_threads(), "torch": torch.__version__})
-        if args.speed_reference:
-            reference = load_model(args.speed_reference, device)
+        if reference is not None:
+            reference = reference.to(device)
             ref_decoding = json.loads(args.speed_reference_decoding)
             ref = time_batch1(reference, corpus, subset, ref_decoding, device, args.speed_warmup)
             speed["at_latency_ms_per_sentence"] = ref["latency_ms_per_sentence"]

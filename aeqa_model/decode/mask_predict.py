@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from aeqa_model.decode import strip
+from aeqa_model.decode import clamp_lengths, strip
 
 
 def lowest_probability_positions(logp: torch.Tensor, counts: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
@@ -27,7 +27,7 @@ def mask_predict(model, src, teacher=None, reference=None, iterations: int = 10,
         raise ValueError(f"mask_predict needs iterations >= 1, got {iterations}")
     enc, enc_mask = model.encode(src)
     bsz = src.size(0)
-    lengths = model.predict_lengths(enc, enc_mask, beam=length_beam)              # (B, l)
+    lengths = clamp_lengths(model, model.predict_lengths(enc, enc_mask, beam=length_beam))  # (B, l)
     beam = lengths.size(1)
     enc, enc_mask, lengths = (enc.repeat_interleave(beam, 0), enc_mask.repeat_interleave(beam, 0),
                               lengths.reshape(-1))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from aeqa_model.decode import strip
+from aeqa_model.decode import clamp_lengths, fit_source, strip
 from aeqa_model.models.glancing import choose_glance_positions
 
 
@@ -21,7 +21,7 @@ def noisy_parallel_decode(model, src, teacher=None, reference=None, candidates: 
     (``rerank: teacher``) or by the model's own mean log-probability (``rerank: self``)."""
     enc, enc_mask = model.encode(src)
     bsz = src.size(0)
-    lengths = model.predict_lengths(enc, enc_mask, beam=candidates)            # (B, m)
+    lengths = clamp_lengths(model, model.predict_lengths(enc, enc_mask, beam=candidates))  # (B, m)
     m = lengths.size(1)
     enc_rep = enc.repeat_interleave(m, dim=0)
     mask_rep = enc_mask.repeat_interleave(m, dim=0)
@@ -29,7 +29,12 @@ def noisy_parallel_decode(model, src, teacher=None, reference=None, candidates: 
     if m > 1 and rerank == "teacher":
         if teacher is None:
             raise ValueError("NPD with rerank=teacher needs the AT teacher checkpoint")
-        score = teacher.score(src.repeat_interleave(m, dim=0), tokens)
+        # The teacher reads the source and BOS + hypothesis, each within its own positions.
+        if hasattr(teacher, "cfg"):
+            src, tokens_for_teacher = fit_source(teacher, src), tokens[:, :teacher.cfg.max_positions - 1]
+        else:  # a stand-in scorer (tests)
+            tokens_for_teacher = tokens
+        score = teacher.score(src.repeat_interleave(m, dim=0), tokens_for_teacher)
     best = score.view(bsz, m).argmax(1)
     chosen = tokens.view(bsz, m, -1)[torch.arange(bsz, device=src.device), best]
     return strip(chosen, model.pad, model.dictionary.eos)

@@ -228,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
 
+    # Sources the decoder had to cut to the model's positions (decode.cli counts them in
+    # speed.json): a score over cut sentences says so next to the numbers.
+    if isinstance(speed, dict) and "source_truncation" in speed:
+        provenance["source_truncation"] = speed["source_truncation"]
     # The metric library's version belongs next to the numbers it produced.
     provenance.setdefault("versions", {}).setdefault("sacrebleu", sacrebleu.__version__)
     out = {

@@ -232,7 +232,9 @@ class DATransformer(VanillaNAT):
         """What the DAG decoders need: best token and its log-prob per vertex (B, L),
         log E (B, L, L), the graph sizes (B,) and which vertices emit a word (B, L):
         in the anchored reading the first and last vertex stand for BOS and EOS."""
-        sizes = self.graph_sizes(enc_mask)
+        # graph_factor x |X| vertices, at most one per decoder position (a long source
+        # would otherwise ask for more vertices than the position table has).
+        sizes = self.graph_sizes(enc_mask).clamp(max=self.cfg.max_positions)
         inputs, vertex_mask = self.vertex_inputs(enc, enc_mask, sizes)
         logits, trans, _ = self.run_graph(inputs, vertex_mask, enc, enc_mask)
         logp = torch.log_softmax(logits.float(), -1)

@@ -16,9 +16,9 @@ rule bpe:
         python=PYTHON,
         scripts=SCRIPTS,
         merges=lambda wc: DATASETS[wc.dataset].get("bpe", {}).get("merges", 40000),
-        train=lambda wc: " ".join(f"{data_dir(wc.dataset)}/tok/train.{l}" for l in langs(wc.dataset)),
-        inputs=lambda wc: " ".join(text_files(wc.dataset, "tok")),
-        outputs=lambda wc: " ".join(text_files(wc.dataset, "bpe")),
+        train=lambda wc: [f"{data_dir(wc.dataset)}/tok/train.{l}" for l in langs(wc.dataset)],
+        inputs=lambda wc: text_files(wc.dataset, "tok"),
+        outputs=lambda wc: text_files(wc.dataset, "bpe"),
     log:
         f"{RESULTS}/logs/bpe/{{dataset}}.log",
     benchmark:
@@ -32,10 +32,9 @@ rule bpe:
     conda:
         CONDA_ENV
     shell:
-        "({params.python} {params.scripts}/bpe.py learn --merges {params.merges} --codes {output.codes} --inputs {params.train}"
-        " && {params.python} {params.scripts}/bpe.py apply --codes {output.codes} --inputs {params.inputs}"
-        " --outputs {params.outputs} --workers {threads}"
-        " && {params.python} -m aeqa_model.data.stamp --out {output.done} --files {params.outputs}) > {log} 2>&1"
+        "exec {params.python:q} {params.scripts:q}/bpe.py learn-apply --merges {params.merges} --codes {output.codes:q}"
+        " --learn-inputs {params.train:q} --inputs {params.inputs:q} --outputs {params.outputs:q} --workers {threads}"
+        " --stamp {output.done:q} > {log:q} 2>&1"
 
 
 rule bpe_eval_only:
@@ -50,8 +49,8 @@ rule bpe_eval_only:
         python=PYTHON,
         scripts=SCRIPTS,
         codes=lambda wc: f"{data_dir(model_dataset(wc.dataset))}/bpe/codes",
-        inputs=lambda wc: " ".join(text_files(wc.dataset, "tok")),
-        outputs=lambda wc: " ".join(text_files(wc.dataset, "bpe")),
+        inputs=lambda wc: text_files(wc.dataset, "tok"),
+        outputs=lambda wc: text_files(wc.dataset, "bpe"),
     log:
         f"{RESULTS}/logs/bpe/{{dataset}}.log",
     threads: res("bpe", "cpus_per_task", 2)
@@ -63,9 +62,8 @@ rule bpe_eval_only:
     conda:
         CONDA_ENV
     shell:
-        "({params.python} {params.scripts}/bpe.py apply --codes {params.codes} --inputs {params.inputs}"
-        " --outputs {params.outputs} --workers {threads}"
-        " && {params.python} -m aeqa_model.data.stamp --out {output.done} --files {params.outputs}) > {log} 2>&1"
+        "exec {params.python:q} {params.scripts:q}/bpe.py apply --codes {params.codes:q} --inputs {params.inputs:q}"
+        " --outputs {params.outputs:q} --workers {threads} --stamp {output.done:q} > {log:q} 2>&1"
 
 
 rule binarize:
@@ -76,10 +74,10 @@ rule binarize:
     params:
         python=PYTHON,
         dictionary=lambda wc: dict_path(wc.dataset),
-        build=lambda wc: "" if wc.dataset in EVAL_ONLY else "--build-dict-from " + " ".join(
-            f"{data_dir(wc.dataset)}/bpe/train.{l}" for l in langs(wc.dataset)),
-        inputs=lambda wc: " ".join(f"{data_dir(wc.dataset)}/bpe/{s}.{l}" for s in splits_of(wc.dataset) for l in langs(wc.dataset)),
-        prefixes=lambda wc: " ".join(bin_prefix(wc.dataset, s, l) for s in splits_of(wc.dataset) for l in langs(wc.dataset)),
+        build=lambda wc: [] if wc.dataset in EVAL_ONLY else ["--build-dict-from"] + [
+            f"{data_dir(wc.dataset)}/bpe/train.{l}" for l in langs(wc.dataset)],
+        inputs=lambda wc: [f"{data_dir(wc.dataset)}/bpe/{s}.{l}" for s in splits_of(wc.dataset) for l in langs(wc.dataset)],
+        prefixes=lambda wc: [bin_prefix(wc.dataset, s, l) for s in splits_of(wc.dataset) for l in langs(wc.dataset)],
     log:
         f"{RESULTS}/logs/binarize/{{dataset}}.log",
     benchmark:
@@ -91,8 +89,8 @@ rule binarize:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} -m aeqa_model.data.indexed --dict {params.dictionary} {params.build}"
-        " --inputs {params.inputs} --prefixes {params.prefixes} --report {output.report} > {log} 2>&1"
+        "exec {params.python:q} -m aeqa_model.data.indexed --dict {params.dictionary:q} {params.build:q}"
+        " --inputs {params.inputs:q} --prefixes {params.prefixes:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 rule bpe_kd:
@@ -117,8 +115,8 @@ rule bpe_kd:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} {params.scripts}/bpe.py apply --codes {input.codes} --inputs {input.src} {input.tgt}"
-        " --outputs {output.src} {output.tgt} --workers {threads} > {log} 2>&1"
+        "exec {params.python:q} {params.scripts:q}/bpe.py apply --codes {input.codes:q} --inputs {input.src:q} {input.tgt:q}"
+        " --outputs {output.src:q} {output.tgt:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule binarize_kd:
@@ -141,5 +139,5 @@ rule binarize_kd:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} -m aeqa_model.data.indexed --dict {params.dictionary} --inputs {input.src} {input.tgt}"
-        " --prefixes {params.prefix}.src {params.prefix}.tgt --report {output.report} > {log} 2>&1"
+        "exec {params.python:q} -m aeqa_model.data.indexed --dict {params.dictionary:q} --inputs {input.src:q} {input.tgt:q}"
+        " --prefixes {params.prefix:q}.src {params.prefix:q}.tgt --report {output.report:q} > {log:q} 2>&1"

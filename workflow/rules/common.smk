@@ -418,11 +418,12 @@ def paper_targets():
 
 
 def launcher(resources):
-    """Single process on CPU or 1 GPU; torchrun with one process per GPU otherwise."""
+    """Single process on CPU or 1 GPU; torchrun with one process per GPU otherwise.
+    A list of words: the rule's shell quotes each (`{params.launcher:q}`)."""
     gpus = int(getattr(resources, "gpu", 0) or 0)
     if gpus > 1:
-        return f"{PYTHON} -m torch.distributed.run --standalone --nproc-per-node {gpus}"
-    return PYTHON
+        return [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus)]
+    return [PYTHON]
 
 
 def train_params(wc):
@@ -437,21 +438,22 @@ def train_params(wc):
         "train_tgt": tgt,
         "valid_src": bin_prefix(wc.dataset, "valid", s),
         "valid_tgt": bin_prefix(wc.dataset, "valid", t),
-        "sqs": f"--sqs-init {model_sqs_path(wc.dataset, wc.model)}" if needs_sqs(wc.model) else "",
+        "sqs": ["--sqs-init", model_sqs_path(wc.dataset, wc.model)] if needs_sqs(wc.model) else [],
     }
 
 
 # The train rules share this command. Exit code 75 = interrupted after a
 # checkpoint (SLURM time-limit signal): the rerun resumes from checkpoint_last.pt.
 # `exec`: the trainer (or torchrun) replaces the shell, so a SIGTERM sent to the
-# job's processes reaches it without killing a shell in between.
+# job's processes reaches it without killing a shell in between. Every rule's shell
+# line `exec`s its one program and quotes every path with `:q` (issue 18).
 TRAIN_SHELL = (
-    "exec {params.launcher} -m aeqa_model.train.cli --model-spec {params.p[model_spec]:q}"
-    " --train-spec {params.p[train_spec]:q} --sizes {params.p[sizes]:q} --dict {params.p[dict]}"
-    " --train-src {params.p[train_src]} --train-tgt {params.p[train_tgt]}"
-    " --valid-src {params.p[valid_src]} --valid-tgt {params.p[valid_tgt]} {params.p[sqs]}"
-    " --out-dir {params.out_dir} --output {output.model} --seed {params.seed} --device {params.device}"
-    " --threads {threads} --config-sha256 {params.config_sha} > {log} 2>&1"
+    "exec {params.launcher:q} -m aeqa_model.train.cli --model-spec {params.p[model_spec]:q}"
+    " --train-spec {params.p[train_spec]:q} --sizes {params.p[sizes]:q} --dict {params.p[dict]:q}"
+    " --train-src {params.p[train_src]:q} --train-tgt {params.p[train_tgt]:q}"
+    " --valid-src {params.p[valid_src]:q} --valid-tgt {params.p[valid_tgt]:q} {params.p[sqs]:q}"
+    " --out-dir {params.out_dir:q} --output {output.model:q} --seed {params.seed} --device {params.device:q}"
+    " --threads {threads} --config-sha256 {params.config_sha:q} > {log:q} 2>&1"
 )
 
 

@@ -35,11 +35,11 @@ rule distill_shard:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} -m aeqa_model.decode.cli --model {input.teacher} --dict {params.dictionary}"
-        " --src-prefix {params.src} --tgt-prefix {params.tgt} --decoding {params.decoding:q}"
-        " --tgt-lang {params.tgt_lang} --out-tok {output.shard} --shard {wildcards.shard}"
-        " --num-shards {params.shards} --max-tokens {params.max_tokens} --device {params.device}"
-        " --threads {threads} > {log} 2>&1"
+        "exec {params.python:q} -m aeqa_model.decode.cli --model {input.teacher:q} --dict {params.dictionary:q}"
+        " --src-prefix {params.src:q} --tgt-prefix {params.tgt:q} --decoding {params.decoding:q}"
+        " --tgt-lang {params.tgt_lang:q} --out-tok {output.shard:q} --shard {wildcards.shard}"
+        " --num-shards {params.shards} --max-tokens {params.max_tokens} --device {params.device:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule distill_gather:
@@ -59,5 +59,5 @@ rule distill_gather:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} -m aeqa_model.distill --shards {input.shards} --src {params.src} --ref {params.ref}"
-        " --out-src {output.src} --out-tgt {output.tgt} --report {output.report} > {log} 2>&1"
+        "exec {params.python:q} -m aeqa_model.distill --shards {input.shards:q} --src {params.src:q} --ref {params.ref:q}"
+        " --out-src {output.src:q} --out-tgt {output.tgt:q} --report {output.report:q} > {log:q} 2>&1"

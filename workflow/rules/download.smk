@@ -26,6 +26,6 @@ rule download:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} {params.scripts}/download.py --dataset {wildcards.dataset} --dataset-spec {params.dataset_spec:q}"
+        "exec {params.python:q} {params.scripts:q}/download.py --dataset {wildcards.dataset:q} --dataset-spec {params.dataset_spec:q}"
         " --sources-spec {params.sources_spec:q} --cache-dir {params.cache:q} --out-dir {params.out_dir:q}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"

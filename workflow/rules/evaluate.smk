@@ -18,7 +18,7 @@ rule decode:
         tgt=lambda wc: bin_prefix(wc.dataset, config["evaluate"]["test_split"], src_tgt(wc.direction)[1]),
         tgt_lang=lambda wc: src_tgt(wc.direction)[1],
         decoding=lambda wc: jq(DECODINGS[wc.decoding]),
-        teacher=lambda wc, input: f"--teacher {input.teacher}" if "teacher" in input.keys() else "",
+        teacher=lambda wc, input: ["--teacher", input.teacher] if "teacher" in input.keys() else [],
         subset=config["evaluate"]["speed_subset"],
         warmup=config["evaluate"]["speed_warmup"],
         device=config.get("device", "auto"),
@@ -36,11 +36,11 @@ rule decode:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} -m aeqa_model.decode.cli --model {input.model} --dict {params.dictionary}"
-        " --src-prefix {params.src} --tgt-prefix {params.tgt} --decoding {params.decoding:q} {params.teacher}"
-        " --tgt-lang {params.tgt_lang} --out-bpe {output.bpe} --out-tok {output.tok} --out-detok {output.detok}"
-        " --speed-out {output.speed} --speed-reference {input.at_reference} --speed-subset {params.subset}"
-        " --speed-warmup {params.warmup} --device {params.device} --threads {threads} > {log} 2>&1"
+        "exec {params.python:q} -m aeqa_model.decode.cli --model {input.model:q} --dict {params.dictionary:q}"
+        " --src-prefix {params.src:q} --tgt-prefix {params.tgt:q} --decoding {params.decoding:q} {params.teacher:q}"
+        " --tgt-lang {params.tgt_lang:q} --out-bpe {output.bpe:q} --out-tok {output.tok:q} --out-detok {output.detok:q}"
+        " --speed-out {output.speed:q} --speed-reference {input.at_reference:q} --speed-subset {params.subset}"
+        " --speed-warmup {params.warmup} --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -61,9 +61,9 @@ rule evaluate:
                             "model": wc.model, "arch": arch(wc.model), "decoding": wc.decoding,
                             "model_config": MODELS[wc.model], "decoding_config": DECODINGS[wc.decoding]}),
         provenance=lambda wc: jq({"config_sha256": CONFIG_SHA, "seed": model_seed(wc.model)}),
-        baseline=lambda wc, input: (f"--baseline-hyp-tok {input.baseline} --baseline-name "
-                                    f"{config['evaluate']['significance_baseline']}") if "baseline" in input.keys() else "",
-        extra=lambda wc, input: " ".join(
+        baseline=lambda wc, input: ["--baseline-hyp-tok", input.baseline, "--baseline-name",
+                                    config["evaluate"]["significance_baseline"]] if "baseline" in input.keys() else [],
+        extra=lambda wc, input: (
             (["--extra-refs-tok", *extra_reference_files(wc.dataset)] if extra_reference_files(wc.dataset) else [])
             + (["--multi-reference-from", input.multi_reference] if "multi_reference" in input.keys() else [])),
     log:
@@ -77,8 +77,8 @@ rule evaluate:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} {params.scripts}/evaluate.py --hyp-tok {input.tok} --ref-tok {params.ref_tok}"
-        " --hyp-detok {input.detok} --ref-detok {params.ref_detok} --src-detok {params.src_detok}"
-        " --tgt-lang {params.tgt_lang} --spec {params.spec:q} --cell {params.cell:q}"
-        " --provenance {params.provenance:q} --speed {input.speed} {params.baseline} {params.extra}"
-        " --out {output.metrics} > {log} 2>&1"
+        "exec {params.python:q} {params.scripts:q}/evaluate.py --hyp-tok {input.tok:q} --ref-tok {params.ref_tok:q}"
+        " --hyp-detok {input.detok:q} --ref-detok {params.ref_detok:q} --src-detok {params.src_detok:q}"
+        " --tgt-lang {params.tgt_lang:q} --spec {params.spec:q} --cell {params.cell:q}"
+        " --provenance {params.provenance:q} --speed {input.speed:q} {params.baseline:q} {params.extra:q}"
+        " --out {output.metrics:q} > {log:q} 2>&1"

@@ -25,8 +25,8 @@ for _name in config.get("outputs", {}):
         conda:
             CONDA_ENV
         shell:
-            "{params.python} {params.scripts}/render_paper.py --target {params.target} --spec {params.spec:q}"
-            " --paper-dir {params.paper_dir} --metrics {input.metrics} --out-dir {params.out_dir} > {log} 2>&1"
+            "exec {params.python:q} {params.scripts:q}/render_paper.py --target {params.target:q} --spec {params.spec:q}"
+            " --paper-dir {params.paper_dir:q} --metrics {input.metrics:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule paper_index:
@@ -45,8 +45,8 @@ rule paper_index:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} {params.scripts}/render_paper.py --target index --spec '{{}}' --paper-dir {params.paper_dir}"
-        " --inputs {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "exec {params.python:q} {params.scripts:q}/render_paper.py --target index --spec '{{}}' --paper-dir {params.paper_dir:q}"
+        " --inputs {input:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 # Validation BLEU against updates for every model the run trains (issue 14): read
@@ -68,5 +68,5 @@ rule learning_curves:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} {params.scripts}/render_paper.py --target learning_curves --inputs {params.logs:q}"
-        " --out-dir {params.out_dir:q} > {log} 2>&1"
+        "exec {params.python:q} {params.scripts:q}/render_paper.py --target learning_curves --inputs {params.logs:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"

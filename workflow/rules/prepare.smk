@@ -11,10 +11,10 @@ rule prepare:
         python=PYTHON,
         scripts=SCRIPTS,
         spec=lambda wc: jq(DATASETS[wc.dataset].get("prepare", {})),
-        langs=lambda wc: " ".join(langs(wc.dataset)),
+        langs=lambda wc: langs(wc.dataset),
         in_dir=lambda wc, input: str(Path(input.manifest).parent),
         out_dir=lambda wc, output: str(Path(output.report).parent),
-        splits=lambda wc: " ".join(splits_of(wc.dataset)),
+        splits=lambda wc: splits_of(wc.dataset),
     log:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     benchmark:
@@ -28,5 +28,5 @@ rule prepare:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} {params.scripts}/prepare.py --spec {params.spec:q} --langs {params.langs} --in-dir {params.in_dir:q}"
-        " --out-dir {params.out_dir:q} --splits {params.splits} --workers {threads} > {log} 2>&1"
+        "exec {params.python:q} {params.scripts:q}/prepare.py --spec {params.spec:q} --langs {params.langs:q} --in-dir {params.in_dir:q}"
+        " --out-dir {params.out_dir:q} --splits {params.splits:q} --workers {threads} > {log:q} 2>&1"

@@ -30,9 +30,9 @@ rule pretrain_sqs_encoder:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} -m aeqa_model.sqs_pretrain --stage encoder --spec {params.spec:q} --src-text {params.src}"
-        " --tgt-text {params.tgt} --codebook-size 0 --dim 0 --encoder-out {output.encoder}"
-        " --out /dev/null --stats {output.stats} --seed {params.seed} --threads {threads} > {log} 2>&1"
+        "exec {params.python:q} -m aeqa_model.sqs_pretrain --stage encoder --spec {params.spec:q} --src-text {params.src:q}"
+        " --tgt-text {params.tgt:q} --codebook-size 0 --dim 0 --encoder-out {output.encoder:q}"
+        " --out /dev/null --stats {output.stats:q} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
 
 
 rule pretrain_sqs:
@@ -64,10 +64,10 @@ rule pretrain_sqs:
     conda:
         CONDA_ENV
     shell:
-        "{params.python} -m aeqa_model.sqs_pretrain --stage align --spec {params.spec:q} --src-text {params.src}"
-        " --tgt-text {params.tgt} --codebook-size {wildcards.k} --dim {wildcards.dim}"
-        " --encoder-out {input.encoder} --out {output.sqs} --stats {output.stats} --seed {params.seed}"
-        " --threads {threads} > {log} 2>&1"
+        "exec {params.python:q} -m aeqa_model.sqs_pretrain --stage align --spec {params.spec:q} --src-text {params.src:q}"
+        " --tgt-text {params.tgt:q} --codebook-size {wildcards.k} --dim {wildcards.dim}"
+        " --encoder-out {input.encoder:q} --out {output.sqs:q} --stats {output.stats:q} --seed {params.seed}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 # A model entry with `sqs_align_updates: N` gets a pre-alignment of N updates of its
