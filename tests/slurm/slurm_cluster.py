@@ -19,11 +19,19 @@ foreground as child processes of this one, so teardown stops exactly those.
   checks that they are character devices; task/none binds nothing).
 * ``SlurmdParameters=config_overrides`` makes slurmd trust the configured CPUs
   and memory instead of probing hardware.
+* One test cluster per machine at a time: ``/etc/slurm``, the munge socket, the
+  daemons and the package install are machine-wide, so test sessions on one
+  machine (parallel clones) take turns through :func:`machine_lock` (an flock on
+  ``/run/lock/aeqa-slurm-tests.lock``), held from the availability check until
+  the cluster has stopped. A second session waits for the first instead of
+  finding its cluster running and refusing.
 
 Run ``python tests/slurm/slurm_cluster.py`` to start one by hand (Ctrl-C stops it).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -45,6 +53,10 @@ GPU_PARTITION = "aeqa_gpu"   # a second partition on the same node, chosen per s
 NODE_CPUS = 4
 NODE_GPUS = 4
 NODE_MEM_MB = 512000  # only an upper bound for --mem (CR_Core: memory is not consumable)
+#: Machine-wide (not under /tmp: TMPDIR may differ between sessions; root only).
+LOCK = Path("/run/lock/aeqa-slurm-tests.lock")
+#: How long a session waits for another session's cluster (AEQA_SLURM_LOCK_WAIT, seconds).
+LOCK_WAIT_S = float(os.environ.get("AEQA_SLURM_LOCK_WAIT", "3600"))
 DAEMONS = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol", "scancel", "munged", "munge")
 
 
@@ -56,6 +68,38 @@ def _free_port() -> int:
 
 def _run(cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=kw.pop("timeout", 30), **kw)
+
+
+@contextlib.contextmanager
+def machine_lock(path: Path = LOCK, wait: float = LOCK_WAIT_S, poll: float = 1.0, say=None):
+    """Hold an exclusive flock on ``path`` (waiting up to ``wait`` seconds for the
+    session that holds it, then TimeoutError). The file names its holder; the lock
+    goes with the process (the descriptor is not inherited by the daemons), so a
+    killed session never leaves it taken."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{path} is still held by {holder} after {wait:.0f} s "
+                                       "(AEQA_SLURM_LOCK_WAIT sets how long to wait)") from None
+                if not told and say is not None:
+                    say(f"waiting for {path}, held by {holder} (another test session's SLURM cluster)")
+                    told = True
+                time.sleep(poll)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({' '.join(sys.argv)[:200]}) since {time.strftime('%H:%M:%S')}\n"
+                  .encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def why_unavailable(install: bool = True) -> str | None:
@@ -131,8 +175,10 @@ SelectTypeParameters=CR_Core
 GresTypes=gpu
 SlurmdParameters=config_overrides
 ReturnToService=2
-# Finished jobs stay visible to squeue (the profile's status command) this long.
-MinJobAge=600
+# Finished jobs stay visible to squeue (the profile's status command) and to the
+# tests' scontrol this long: the time-limited training's first job must still be
+# known when its last one ends, which took 800 s on a 2-core machine under load.
+MinJobAge=3600
 KillWait={self.kill_wait}
 SchedulerParameters=sched_interval=2
 NodeName={self.node} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEM_MB} Gres=gpu:{NODE_GPUS} State=UNKNOWN
@@ -267,15 +313,22 @@ PartitionName={GPU_PARTITION} Nodes={self.node} Default=NO MaxTime=INFINITE Stat
         self.stop()
 
 
+def _main() -> None:
+    root = sys.platform == "linux" and os.geteuid() == 0
+    # a cluster started by hand takes its turn like the test sessions
+    with machine_lock(say=print) if root else contextlib.nullcontext():
+        reason = why_unavailable()
+        if reason:
+            sys.exit(reason)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the daemons on kill too
+        with LocalSlurm() as cluster:
+            print(f"SLURM up: partition {PARTITION}, node {cluster.node}, logs in {cluster.dir}. Ctrl-C stops it.",
+                  flush=True)
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                pass
+
+
 if __name__ == "__main__":
-    reason = why_unavailable()
-    if reason:
-        sys.exit(reason)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the daemons on kill too
-    with LocalSlurm() as cluster:
-        print(f"SLURM up: partition {PARTITION}, node {cluster.node}, logs in {cluster.dir}. Ctrl-C stops it.",
-              flush=True)
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            pass
+    _main()

@@ -40,7 +40,7 @@ def snakemake_background(args, log_path: Path, env=None, nice: bool = True) -> s
 
 
 def slurm_jobs() -> dict[str, dict]:
-    """Every job slurmctld still knows (MinJobAge=600 s), as scontrol's fields,
+    """Every job slurmctld still knows (MinJobAge=3600 s), as scontrol's fields,
     with the Snakemake rule parsed from the comment the plugin sets."""
     out = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, timeout=30).stdout
     jobs = {}
