@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -50,6 +51,34 @@ def test_smoke_dag_end_to_end(tmp_path):
     again = run_snakemake("--profile", "profiles/local", "--configfile", "config/smoke.yaml",
                           "--config", f"results_dir={results}", "-n")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # Each rule's params hold only the settings it reads: an edit reruns exactly the jobs it
+    # affects (issue 18 item 10; before, a hash of the whole config made any edit rerun all).
+    base = (ROOT / "config/smoke.yaml").read_text(encoding="utf-8")
+
+    def rerun_after(old, new):
+        assert old in base, old
+        edited = tmp_path / "edited.yaml"
+        edited.write_text(base.replace(old, new), encoding="utf-8")
+        proc = run_snakemake("--profile", "profiles/local", "--configfile", str(edited),
+                             "--config", f"results_dir={results}", "-n", "--quiet", "rules")
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return {m.group(1): int(m.group(2))
+                for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", proc.stdout + proc.stderr, re.M) if m.group(1) != "total"}
+
+    training = {"train_nat", "train_teacher", "distill_shard", "distill_gather", "pretrain_sqs",
+                "pretrain_sqs_encoder", "binarize", "bpe", "prepare", "download"}
+    jobs = rerun_after("bootstrap_samples: 20", "bootstrap_samples: 21")
+    assert jobs.get("evaluate") == 6 and not training & set(jobs) and "decode" not in jobs, jobs
+    jobs = rerun_after("codebook_size: 32}", "codebook_size: 32, sqa_weight: 0.5}")
+    assert (jobs.get("train_nat"), jobs.get("decode"), jobs.get("evaluate")) == (2, 2, 2), jobs
+    assert not {"train_teacher", "distill_shard", "pretrain_sqs", "pretrain_sqs_encoder"} & set(jobs), jobs
+    jobs = rerun_after("argmax: {strategy: argmax}", "argmax: {strategy: argmax, length_beam: 2}")
+    assert jobs.get("decode") == 4 and not training & set(jobs), jobs   # the NAT cells, not the AT's beam4
+    jobs = rerun_after("align_updates: 10", "align_updates: 12")
+    assert (jobs.get("pretrain_sqs"), jobs.get("train_nat")) == (1, 2), jobs          # only AEQA-NAT, raw and kd
+    assert not {"train_teacher", "distill_shard", "pretrain_sqs_encoder"} & set(jobs), jobs
+    jobs = rerun_after("max_updates: 20", "max_updates: 21")
+    assert jobs.get("train_teacher") == 1 and jobs.get("train_nat") == 5, jobs        # every training run
 
 
 def test_paper_config_dry_run_resolves_quickly():

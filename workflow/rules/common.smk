@@ -71,7 +71,6 @@ validate(config, str(SCHEMA))
 
 RUN = config["run_name"]
 RESULTS = f"{config.get('results_dir', 'results')}/{RUN}"
-CONFIG_SHA = config_sha256(config)
 DATASETS = config["datasets"]
 # Evaluation-only sets (e.g. the Ott et al. 2018 multi-reference set) are decoded
 # with the models, BPE codes and dictionary of the dataset they evaluate.
@@ -209,6 +208,20 @@ def needs_sqs(model):
 
 def model_seed(model):
     return int(MODELS[model].get("seed", config["seed"]))
+
+
+def size_entry(model):
+    """The one ``model_sizes`` entry a model uses (none for the built-in sizes), so
+    editing another size reruns nothing of this model."""
+    size = MODELS[model]["size"]
+    sizes = config.get("model_sizes", {})
+    return {size: sizes[size]} if size in sizes else {}
+
+
+def settings_sha(*settings):
+    """sha256 of the settings one job reads: its provenance, and the only config hash
+    among its params, so an edit elsewhere in the config reruns nothing of it."""
+    return config_sha256(list(settings))
 
 
 def codebook_size(model):
@@ -432,7 +445,7 @@ def train_params(wc):
     return {
         "model_spec": jq(model_spec(wc.model)),
         "train_spec": jq(train_spec(wc.model, wc.dataset)),
-        "sizes": jq(config.get("model_sizes", {})),
+        "sizes": jq(size_entry(wc.model)),
         "dict": f"{data_dir(wc.dataset)}/bin/dict.txt",
         "train_src": src,
         "train_tgt": tgt,

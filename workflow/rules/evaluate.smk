@@ -60,7 +60,9 @@ rule evaluate:
                             "src": src_tgt(wc.direction)[0], "tgt": src_tgt(wc.direction)[1], "data": wc.data,
                             "model": wc.model, "arch": arch(wc.model), "decoding": wc.decoding,
                             "model_config": MODELS[wc.model], "decoding_config": DECODINGS[wc.decoding]}),
-        provenance=lambda wc: jq({"config_sha256": CONFIG_SHA, "seed": model_seed(wc.model)}),
+        provenance=lambda wc: jq({"config_sha256": settings_sha(config["evaluate"], MODELS[wc.model], DECODINGS[wc.decoding],
+                                                                 model_seed(wc.model), RUN, wc.dataset, wc.direction, wc.data),
+                                  "seed": model_seed(wc.model)}),
         baseline=lambda wc, input: ["--baseline-hyp-tok", input.baseline, "--baseline-name",
                                     config["evaluate"]["significance_baseline"]] if "baseline" in input.keys() else [],
         extra=lambda wc, input: (

@@ -13,9 +13,9 @@ rule train_teacher:
         p=train_params,
         launcher=lambda wc, resources: launcher(resources),
         out_dir=lambda wc, output: str(Path(output.model).parent),
-        seed=config["seed"],
+        seed=lambda wc: model_seed(wc.model),
         device=config.get("device", "auto"),
-        config_sha=CONFIG_SHA,
+        config_sha=lambda wc: settings_sha(train_params(wc), model_seed(wc.model), RUN),
     log:
         f"{RESULTS}/logs/train_teacher/{{dataset}}.{{direction}}.{{model}}.log",
     benchmark:

@@ -19,7 +19,7 @@ rule train_nat:
         out_dir=lambda wc, output: str(Path(output.model).parent),
         seed=lambda wc: model_seed(wc.model),
         device=config.get("device", "auto"),
-        config_sha=CONFIG_SHA,
+        config_sha=lambda wc: settings_sha(train_params(wc), model_seed(wc.model), RUN),
     log:
         f"{RESULTS}/logs/train_nat/{{dataset}}.{{direction}}.{{data}}.{{model}}.log",
     benchmark:
