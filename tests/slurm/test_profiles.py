@@ -13,13 +13,16 @@ from slurm_run import ROOT, snakemake, snakemake_env
 
 
 def job_resources(dry_run_output: str) -> dict[str, list[str]]:
-    """rule name -> the resources line of each of its jobs in a dry run."""
+    """rule name -> the resources line of each of its jobs in a dry run (followed by
+    its wildcards, when it has any: `resources | wildcards`)."""
     found: dict[str, list[str]] = {}
     for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", dry_run_output):
         rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
         resources = re.search(r"^\s+resources: (.*)$", block, re.M)
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
         if rule and resources:
-            found.setdefault(rule.group(1), []).append(resources.group(1))
+            line = resources.group(1) + (f" | {wildcards.group(1)}" if wildcards else "")
+            found.setdefault(rule.group(1), []).append(line)
     return found
 
 
@@ -46,9 +49,14 @@ def test_paper_dag_dry_run_through_the_slurm_profile_has_gpu_resources():
             assert re.search(r"\bruntime=\d+", line) and re.search(r"\bmem_mb=\d+", line), line
     for rule in ("train_teacher", "train_nat"):  # the time-limit warning
         assert all("slurm_extra=--signal=TERM@600" in line for line in jobs[rule])
-        assert all("gpu=8" in line for line in jobs[rule])  # -> torchrun --nproc-per-node 8
+        # 8 GPUs (-> torchrun --nproc-per-node 8) but IWSLT's jobs: 1 GPU, its 8K tokens per update
+        assert all(("gpu=1" if "iwslt14_deen" in line else "gpu=8") in line for line in jobs[rule])
+        assert any("iwslt14_deen" in line for line in jobs[rule])
     for rule in ("prepare", "bpe", "binarize"):
         assert rule in jobs and not any(re.search(r"\bgpu=[1-9]", line) for line in jobs[rule]), rule
+    # stages the config does not size get resources.default's CPUs (2), not SLURM's 1
+    for rule in ("evaluate", "binarize", "binarize_kd", "distill_gather"):
+        assert rule in jobs and all(re.search(r"\bcpus_per_task=2\b", line) for line in jobs[rule]), rule
 
 
 def test_profile_copied_to_the_user_config_dir_works_by_name(tmp_path):

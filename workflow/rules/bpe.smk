@@ -23,12 +23,9 @@ rule bpe:
         f"{RESULTS}/logs/bpe/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/bpe/{{dataset}}.tsv"
-    threads: res("bpe", "cpus_per_task", 2)
+    threads: stage_threads("bpe", 2)
     resources:
-        mem_mb=res("bpe", "mem_mb", 8000),
-        runtime=res("bpe", "runtime", 240),
-        cpus_per_task=res("bpe", "cpus_per_task", 2),
-        **slurm_resources("bpe"),
+        **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
     conda:
         CONDA_ENV
     shell:
@@ -54,12 +51,9 @@ rule bpe_eval_only:
         outputs=lambda wc: " ".join(text_files(wc.dataset, "bpe")),
     log:
         f"{RESULTS}/logs/bpe/{{dataset}}.log",
-    threads: res("bpe", "cpus_per_task", 2)
+    threads: stage_threads("bpe", 2)
     resources:
-        mem_mb=res("bpe", "mem_mb", 8000),
-        runtime=res("bpe", "runtime", 240),
-        cpus_per_task=res("bpe", "cpus_per_task", 2),
-        **slurm_resources("bpe"),
+        **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
     conda:
         CONDA_ENV
     shell:
@@ -84,10 +78,9 @@ rule binarize:
         f"{RESULTS}/logs/binarize/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/binarize/{{dataset}}.tsv"
+    threads: stage_threads("binarize", 1)
     resources:
-        mem_mb=res("binarize", "mem_mb", 8000),
-        runtime=res("binarize", "runtime", 120),
-        **slurm_resources("binarize"),
+        **stage_resources("binarize", mem_mb=8000, runtime=120, cpus=1),
     conda:
         CONDA_ENV
     shell:
@@ -108,12 +101,9 @@ rule bpe_kd:
         scripts=SCRIPTS,
     log:
         f"{RESULTS}/logs/bpe_kd/{{dataset}}.{{direction}}.log",
-    threads: res("bpe", "cpus_per_task", 2)
+    threads: stage_threads("bpe", 2)
     resources:
-        mem_mb=res("bpe", "mem_mb", 8000),
-        runtime=res("bpe", "runtime", 240),
-        cpus_per_task=res("bpe", "cpus_per_task", 2),
-        **slurm_resources("bpe"),
+        **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
     conda:
         CONDA_ENV
     shell:
@@ -134,10 +124,9 @@ rule binarize_kd:
         prefix=lambda wc: f"{data_dir(wc.dataset)}/kd/{wc.direction}/bin/train",
     log:
         f"{RESULTS}/logs/binarize_kd/{{dataset}}.{{direction}}.log",
+    threads: stage_threads("binarize", 1)
     resources:
-        mem_mb=res("binarize", "mem_mb", 8000),
-        runtime=res("binarize", "runtime", 120),
-        **slurm_resources("binarize"),
+        **stage_resources("binarize", mem_mb=8000, runtime=120, cpus=1),
     conda:
         CONDA_ENV
     shell:

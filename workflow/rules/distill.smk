@@ -25,13 +25,9 @@ rule distill_shard:
         f"{RESULTS}/logs/distill/{{dataset}}.{{direction}}.{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/distill/{{dataset}}.{{direction}}.{{shard}}.tsv"
-    threads: res("distill_shard", "cpus_per_task", config.get("threads", 1))
+    threads: stage_threads("distill_shard")
     resources:
-        gpu=res("distill_shard", "gpu", 0),
-        mem_mb=res("distill_shard", "mem_mb", 4000),
-        runtime=res("distill_shard", "runtime", 60),
-        cpus_per_task=res("distill_shard", "cpus_per_task", config.get("threads", 1)),
-        **slurm_resources("distill_shard"),
+        **stage_resources("distill_shard", mem_mb=4000, runtime=60, gpu=True),
     conda:
         CONDA_ENV
     shell:
@@ -56,6 +52,9 @@ rule distill_gather:
         ref=lambda wc: f"{data_dir(wc.dataset)}/tok/train.{src_tgt(wc.direction)[1]}",
     log:
         f"{RESULTS}/logs/distill_gather/{{dataset}}.{{direction}}.log",
+    threads: stage_threads("distill_gather", 1)
+    resources:
+        **stage_resources("distill_gather", mem_mb=4000, runtime=60, cpus=1),
     conda:
         CONDA_ENV
     shell:

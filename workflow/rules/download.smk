@@ -17,12 +17,9 @@ rule download:
         f"{RESULTS}/logs/download/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/download/{{dataset}}.tsv"
-    threads: 1
+    threads: stage_threads("download", 1)
     resources:
-        mem_mb=res("download", "mem_mb", 4000),
-        runtime=res("download", "runtime", 120),
-        cpus_per_task=1,
-        **slurm_resources("download"),
+        **stage_resources("download", mem_mb=4000, runtime=120, cpus=1),
     conda:
         CONDA_ENV
     shell:

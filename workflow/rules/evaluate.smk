@@ -26,13 +26,9 @@ rule decode:
         f"{RESULTS}/logs/decode/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/decode/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.tsv"
-    threads: res("decode", "cpus_per_task", config.get("threads", 1))
+    threads: stage_threads("decode")
     resources:
-        gpu=res("decode", "gpu", 0),
-        mem_mb=res("decode", "mem_mb", 4000),
-        runtime=res("decode", "runtime", 30),
-        cpus_per_task=res("decode", "cpus_per_task", config.get("threads", 1)),
-        **slurm_resources("decode"),
+        **stage_resources("decode", mem_mb=4000, runtime=30, gpu=True),
     conda:
         CONDA_ENV
     shell:
@@ -70,10 +66,9 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.tsv"
+    threads: stage_threads("evaluate", 1)
     resources:
-        mem_mb=res("evaluate", "mem_mb", 4000),
-        runtime=res("evaluate", "runtime", 30),
-        **slurm_resources("evaluate"),
+        **stage_resources("evaluate", mem_mb=4000, runtime=30, cpus=1),
     conda:
         CONDA_ENV
     shell:

@@ -19,12 +19,9 @@ rule prepare:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv"
-    threads: res("prepare", "cpus_per_task", 2)
+    threads: stage_threads("prepare", 2)
     resources:
-        mem_mb=res("prepare", "mem_mb", 4000),
-        runtime=res("prepare", "runtime", 240),
-        cpus_per_task=res("prepare", "cpus_per_task", 2),
-        **slurm_resources("prepare"),
+        **stage_resources("prepare", mem_mb=4000, runtime=240, cpus=2),
     conda:
         CONDA_ENV
     shell:

@@ -1,0 +1,135 @@
+"""The paper config (config/config.yaml) as its dry run schedules it: per-dataset
+resources and batches, runtimes from throughput, the multi-reference cells, and
+the README's GPU-hours (issues 15 and 16)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def run_snakemake(*args, timeout=600):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def parse_jobs(output: str) -> list[SimpleNamespace]:
+    """Every job of a `snakemake -n -p` listing: rule, wildcards, resources, shell."""
+    jobs = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", output):
+        rule = re.search(r"^(local)?rule (\w+):", block, re.M)
+        if not rule:
+            continue
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        resources = re.search(r"^\s+resources: (.*)$", block, re.M)
+        shell = re.search(r"^Shell command: (.*)$", block, re.M)
+        jobs.append(SimpleNamespace(
+            rule=rule.group(2), local=bool(rule.group(1)),
+            wildcards=dict(kv.split("=", 1) for kv in wildcards.group(1).split(", ")) if wildcards else {},
+            resources=dict(kv.split("=", 1) for kv in resources.group(1).split(", ")) if resources else {},
+            shell=shell.group(1) if shell else ""))
+    return jobs
+
+
+def shell_arg(job, flag: str) -> str | None:
+    words = shlex.split(job.shell)
+    return words[words.index(flag) + 1] if flag in words else None
+
+
+@pytest.fixture(scope="module")
+def paper_jobs():
+    proc = run_snakemake("-n", "-p", "--configfile", "config/config.yaml")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return parse_jobs(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def paper_config():
+    from aeqa_model.cluster import load_config
+
+    return load_config(ROOT / "config/config.yaml", ROOT)
+
+
+def training_jobs(jobs):
+    return [j for j in jobs if j.rule in ("train_teacher", "train_nat")]
+
+
+# ---------------------------------------------------------------- batches --
+def test_iwslt_trains_on_one_gpu_at_8k_tokens_per_update(paper_jobs):
+    """Issue 16.1: IWSLT's 8K tokens per update. The accumulation is the trainer's own
+    (Trainer.update_freq), given the job's GPUs (one process each) and its train spec."""
+    from aeqa_model.train.trainer import Trainer
+
+    seen = {"iwslt14_deen": 0, "wmt14_ende": 0}
+    for job in training_jobs(paper_jobs):
+        ds = job.wildcards["dataset"]
+        if ds not in seen:
+            continue
+        spec = json.loads(shell_arg(job, "--train-spec"))
+        gpus = int(job.resources["gpu"])
+        world = max(1, gpus)
+        accumulation = Trainer.update_freq(SimpleNamespace(spec=spec, world=world))
+        per_update = accumulation * world * spec["max_tokens"]
+        if ds == "iwslt14_deen":
+            assert (gpus, spec["effective_batch_tokens"], spec["max_tokens"]) == (1, 8000, 8192), job.wildcards
+            assert (accumulation, per_update) == (1, 8192), job.wildcards          # ~8K, not 65,536
+            assert "torch.distributed.run" not in job.shell                          # one process
+        else:
+            assert (gpus, spec["effective_batch_tokens"]) == (8, 64000), job.wildcards
+            assert (accumulation, per_update) == (1, 65536), job.wildcards         # ~64K
+            assert "--nproc-per-node 8" in job.shell
+        seen[ds] += 1
+    assert all(seen.values()), seen
+
+
+def test_too_many_gpus_for_a_datasets_batch_is_a_config_error(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"datasets": {"iwslt14_deen": {"resources": {"train_nat": {"gpu": 8}}}}}))
+    proc = run_snakemake("-n", "--configfile", "config/config.yaml", str(overlay), "--config",
+                         f"results_dir={tmp_path}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "effective_batch_tokens is 8000" in out and "datasets.iwslt14_deen.resources.train_nat.gpu" in out
+
+
+# ------------------------------------------------------------- runtimes --
+def expected_runtime(config: dict, job) -> int:
+    """docs/cluster.md's formula, written out from the config file's values."""
+    ds, model = job.wildcards["dataset"], job.wildcards["model"]
+    stage = job.rule
+    table = {**config["resources"]["default"], **config["resources"][stage],
+             **(config["datasets"][ds].get("resources", {}).get(stage, {}))}
+    spec = {**config["training"], **config["datasets"][ds].get("training", {}),
+            **config["models"][model].get("training", {})}
+    gpus = max(1, table["gpu"])
+    accumulation = math.ceil(spec["effective_batch_tokens"] / (spec["max_tokens"] * gpus))
+    tokens_per_update = accumulation * gpus * spec["max_tokens"]
+    entry = config["models"][model]
+    rate = config["throughput"]["tokens_per_s"][entry["arch"]]
+    if entry["arch"] in config["throughput"].get("graph_factor", {}):
+        rate *= config["throughput"]["graph_factor"][entry["arch"]] / entry["graph_factor"]
+    hours = spec["max_updates"] * tokens_per_update / (gpus * rate) / 3600
+    return min(math.ceil(60 * config["throughput"]["safety_factor"] * hours), table["max_runtime"])
+
+
+def test_training_runtimes_follow_from_throughput(paper_jobs, paper_config):
+    """Issue 15: every training job's SLURM runtime is the formula of docs/cluster.md."""
+    jobs = training_jobs(paper_jobs)
+    assert len(jobs) > 100
+    for job in jobs:
+        assert int(job.resources["runtime"]) == expected_runtime(paper_config, job), job.wildcards
+    runtimes = {int(j.resources["runtime"]) for j in jobs}
+    assert len(runtimes) > 5 and max(runtimes) == paper_config["resources"]["train_nat"]["max_runtime"]
