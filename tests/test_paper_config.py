@@ -133,3 +133,20 @@ def test_training_runtimes_follow_from_throughput(paper_jobs, paper_config):
         assert int(job.resources["runtime"]) == expected_runtime(paper_config, job), job.wildcards
     runtimes = {int(j.resources["runtime"]) for j in jobs}
     assert len(runtimes) > 5 and max(runtimes) == paper_config["resources"]["train_nat"]["max_runtime"]
+
+
+# ------------------------------------------------------- multi-reference --
+def test_multi_reference_set_only_for_table4s_en_de_cells(paper_jobs):
+    """Issue 16.2: the Ott et al. set (German references) is decoded and scored only for
+    the EN-DE cells Table 4 reads; no DE-EN cell takes a multi_reference value."""
+    table4 = {(data, model) for data in ("raw", "kd") for model in ("vanilla_nat", "cmlm", "glat", "aeqa_nat_ar")}
+    for rule in ("decode", "evaluate"):
+        multi = [j.wildcards for j in paper_jobs if j.rule == rule and j.wildcards["dataset"] == "wmt14_ende_multiref"]
+        assert {w["direction"] for w in multi} == {"en-de"}, rule
+        assert {(w["data"], w["model"]) for w in multi} == table4, rule
+        assert len(multi) == 8, rule
+    fed = [j.wildcards for j in paper_jobs if j.rule == "evaluate" and "--multi-reference-from" in j.shell]
+    assert len(fed) == 8 and {(w["dataset"], w["direction"]) for w in fed} == {("wmt14_ende", "en-de")}
+    assert {(w["data"], w["model"]) for w in fed} == table4
+    de_en = [j for j in paper_jobs if j.rule == "evaluate" and j.wildcards.get("direction") == "de-en"]
+    assert de_en and not any("--multi-reference-from" in j.shell or "--extra-refs-tok" in j.shell for j in de_en)

@@ -102,6 +102,9 @@ def _check_references():
         mr = ds.get("multi_reference")
         if mr and (mr not in EVAL_ONLY or DATASETS[mr]["evaluation_of"] != name):
             errors.append(f"datasets.{name}.multi_reference: {mr!r} must be an evaluation_of: {name} dataset")
+        elif mr and set(DATASETS[mr]["directions"]) - set(ds["directions"]):
+            errors.append(f"datasets.{mr}.directions: {DATASETS[mr]['directions']} must be among "
+                          f"datasets.{name}.directions {ds['directions']}")
     if TEACHER not in MODELS:
         errors.append(f"distill.teacher: unknown model {TEACHER!r}")
     for out, spec in config.get("outputs", {}).items():
@@ -559,12 +562,42 @@ def baseline_cell(wc):
     return decode_dir(wc.dataset, wc.direction, wc.data, base, default_decoding(base))
 
 
+def _reads_metric(obj, metric):
+    """Whether an output spec reads `metric` anywhere (defaults, columns, rows, series)."""
+    if isinstance(obj, dict):
+        return obj.get("metric") == metric or any(_reads_metric(v, metric) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_reads_metric(v, metric) for v in obj)
+    return False
+
+
+_MULTI_REFERENCE_CELLS = None
+
+
+def multi_reference_cells():
+    """The cells whose metrics.json carries a multi_reference score: those of the
+    outputs that read it (Table 4), in a direction the multi-reference set has
+    (its references are German: EN-DE only, never DE-EN)."""
+    global _MULTI_REFERENCE_CELLS
+    if _MULTI_REFERENCE_CELLS is None:
+        cells = set()
+        for name, spec in config.get("outputs", {}).items():
+            if _reads_metric(spec, "multi_reference"):
+                for cell in output_cells(name):
+                    multi = DATASETS[cell[0]].get("multi_reference")
+                    if multi and cell[1] in DATASETS[multi]["directions"]:
+                        cells.add(cell)
+        _MULTI_REFERENCE_CELLS = cells
+    return _MULTI_REFERENCE_CELLS
+
+
 def evaluate_inputs(wc):
     d = decode_dir(wc.dataset, wc.direction, wc.data, wc.model, wc.decoding)
     inputs = {"tok": f"{d}/hyp.tok", "detok": f"{d}/hyp.detok", "speed": f"{d}/speed.json",
               "prepared": f"{data_dir(wc.dataset)}/tok/report.json"}
-    multi = DATASETS[wc.dataset].get("multi_reference")
-    if multi:  # Table 4: the same model and decoding on the multi-reference set
+    if (wc.dataset, wc.direction, wc.data, wc.model, wc.decoding) in multi_reference_cells():
+        # Table 4: the same model and decoding on the multi-reference set
+        multi = DATASETS[wc.dataset]["multi_reference"]
         inputs["multi_reference"] = (f"{RESULTS}/eval/{multi}/{wc.direction}/{wc.data}/{wc.model}/"
                                      f"{wc.decoding}/metrics.json")
     base = baseline_cell(wc)
