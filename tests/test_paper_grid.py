@@ -167,3 +167,19 @@ def test_table7_lambda_end_0_4_row_is_table2s_aeqa_cell(grid_name):
             spec = dict(grid["models"][row["model"]])
             assert spec.pop("lambda_end") != 0.4 and spec.pop("lambda_start") == 0.6, pid
             assert spec == {k: v for k, v in base.items() if k not in ("lambda_start", "lambda_end")}, pid
+
+
+@pytest.mark.parametrize("grid_name", ["grid-paper.yaml", "grid-demo.yaml"])
+def test_figure1_plots_glat_and_cmlm_without_training_runs_of_its_own(grid_name):
+    """Issue 16.5: Figure 1 is captioned "MLM-based NAT models": GLAT and CMLM, each with
+    the five oracle ratios and its own inference as the dashed line. Both are Table 1's
+    models, so the figure costs decodes only (the demo budget is unchanged)."""
+    grid = load_grid(PAPER_DIR / grid_name)
+    fig1 = grid["outputs"]["figure1"]
+    assert {s["model"] for s in fig1["series"]} == {"glat", "cmlm"}
+    for series in fig1["series"]:
+        assert series["baseline"] == {"decoding": "default"}
+        assert [p["x"] for p in series["points"]] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert unproduced_cells(fig1) == []
+    table1 = training_runs({"outputs": {"table1": grid["outputs"]["table1"]}})
+    assert training_runs({"outputs": {"figure1": fig1}}) <= table1
