@@ -51,11 +51,31 @@ def merge_paper_grid(cfg: dict, root: Path) -> dict:
     return cfg
 
 
+def apply_model_defaults(cfg: dict) -> list[str]:
+    """``model_defaults: {option: value}``: every model whose architecture takes the
+    option and does not set it gets the value (so that settings the paper does not
+    give, e.g. softcopy_tau, are written once and reach every model, grid sweeps
+    included). Returns problems (an option no architecture takes)."""
+    from aeqa_model.models import check_options
+
+    problems = []
+    for key, value in (cfg.get("model_defaults") or {}).items():
+        takers = [name for name, spec in cfg.get("models", {}).items()
+                  if not check_options(name, {"arch": spec.get("arch"), key: value})]
+        if not takers:
+            problems.append(f"model_defaults.{key}: no model's architecture takes this option")
+        for name in takers:
+            cfg["models"][name].setdefault(key, value)
+    return problems
+
+
 def load_config(path: str | Path, root: Path | None = None) -> dict:
-    """A config file as the workflow sees it (its paper grid merged in)."""
+    """A config file as the workflow sees it (its paper grid merged in, model_defaults applied)."""
     path = Path(path)
     cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return merge_paper_grid(cfg, root or Path(__file__).resolve().parent.parent)
+    cfg = merge_paper_grid(cfg, root or Path(__file__).resolve().parent.parent)
+    apply_model_defaults(cfg)
+    return cfg
 
 
 def stage_resources(config: dict, stage: str, dataset: str | None = None) -> dict:
@@ -69,11 +89,14 @@ def stage_resources(config: dict, stage: str, dataset: str | None = None) -> dic
 
 
 def train_spec(config: dict, model: str, dataset: str | None = None) -> dict:
-    """training section, overlaid by the dataset's and then the model's `training:`."""
+    """training section, overlaid by the dataset's `training:`, the model's `training:`
+    and the dataset's `model_training.<model>` (a model's settings on that dataset only)."""
     spec = dict(config["training"])
     if dataset:
         spec.update(config["datasets"][dataset].get("training", {}))
     spec.update(config["models"][model].get("training", {}))
+    if dataset:
+        spec.update((config["datasets"][dataset].get("model_training") or {}).get(model, {}))
     return spec
 
 

@@ -54,6 +54,7 @@ def _check_schema(cfg):
 _check_schema(config)
 validate(config, str(SCHEMA))
 config = _merge_paper_grid(config)
+_MODEL_DEFAULT_PROBLEMS = cluster.apply_model_defaults(config)
 _check_schema(config)
 validate(config, str(SCHEMA))
 
@@ -105,6 +106,11 @@ def _check_references():
         elif mr and set(DATASETS[mr]["directions"]) - set(ds["directions"]):
             errors.append(f"datasets.{mr}.directions: {DATASETS[mr]['directions']} must be among "
                           f"datasets.{name}.directions {ds['directions']}")
+    errors.extend(_MODEL_DEFAULT_PROBLEMS)
+    for name, ds in DATASETS.items():
+        for model in ds.get("model_training") or {}:
+            if model not in MODELS:
+                errors.append(f"datasets.{name}.model_training: unknown model {model!r}")
     if TEACHER not in MODELS:
         errors.append(f"distill.teacher: unknown model {TEACHER!r}")
     for out, spec in config.get("outputs", {}).items():
