@@ -183,3 +183,14 @@ def test_settings_the_paper_does_not_give_are_explicit(paper_jobs, paper_config)
     for needle in ("(0.9, 0.98)", "100,000", "50,000", "300,000", "transformer-base", "clip_norm", "softcopy_tau",
                    "ema_decay", "fairseq", "DA-Transformer", "van den Oord"):
         assert needle in section, needle
+
+
+def test_the_longest_run_fits_the_profiles_retries(paper_config):
+    """A run longer than max_runtime continues in further SLURM jobs, one per retry."""
+    from aeqa_model.cluster import training_budget
+
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text(encoding="utf-8"))
+    jobs = max(training_budget(paper_config, stage, ds, model)["jobs"]
+               for ds in ("wmt14_ende", "iwslt14_deen") for model in paper_config["models"]
+               for stage in ("train_nat",))
+    assert 1 < jobs <= profile["preemptible-retries"] + 1

@@ -26,8 +26,6 @@ rule bpe:
     threads: stage_threads("bpe", 2)
     resources:
         **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
-    conda:
-        CONDA_ENV
     shell:
         "({params.python} {params.scripts}/bpe.py learn --merges {params.merges} --codes {output.codes} --inputs {params.train}"
         " && {params.python} {params.scripts}/bpe.py apply --codes {output.codes} --inputs {params.inputs}"
@@ -54,8 +52,6 @@ rule bpe_eval_only:
     threads: stage_threads("bpe", 2)
     resources:
         **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
-    conda:
-        CONDA_ENV
     shell:
         "({params.python} {params.scripts}/bpe.py apply --codes {params.codes} --inputs {params.inputs}"
         " --outputs {params.outputs} --workers {threads}"
@@ -81,8 +77,6 @@ rule binarize:
     threads: stage_threads("binarize", 1)
     resources:
         **stage_resources("binarize", mem_mb=8000, runtime=120, cpus=1),
-    conda:
-        CONDA_ENV
     shell:
         "{params.python} -m aeqa_model.data.indexed --dict {params.dictionary} {params.build}"
         " --inputs {params.inputs} --prefixes {params.prefixes} --report {output.report} > {log} 2>&1"
@@ -104,8 +98,6 @@ rule bpe_kd:
     threads: stage_threads("bpe", 2)
     resources:
         **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
-    conda:
-        CONDA_ENV
     shell:
         "{params.python} {params.scripts}/bpe.py apply --codes {input.codes} --inputs {input.src} {input.tgt}"
         " --outputs {output.src} {output.tgt} --workers {threads} > {log} 2>&1"
@@ -127,8 +119,6 @@ rule binarize_kd:
     threads: stage_threads("binarize", 1)
     resources:
         **stage_resources("binarize", mem_mb=8000, runtime=120, cpus=1),
-    conda:
-        CONDA_ENV
     shell:
         "{params.python} -m aeqa_model.data.indexed --dict {params.dictionary} --inputs {input.src} {input.tgt}"
         " --prefixes {params.prefix}.src {params.prefix}.tgt --report {output.report} > {log} 2>&1"

@@ -13,9 +13,12 @@ from aeqa_model.provenance import config_sha256
 PYTHON = sys.executable
 ROOT = Path(workflow.basedir).parent
 SCRIPTS = ROOT / "scripts"
-# Software of every rule (used with --use-conda / --sdm conda); the pinned pip
-# environment of scripts/setup_env.sh is the tested equivalent.
-CONDA_ENV = str(ROOT / "envs/environment-gpu.yaml")
+# Software: one environment for Snakemake and every job (scripts/setup_env.sh's
+# pinned venv, or envs/environment-gpu.yaml created once and activated); jobs run
+# PYTHON, the interpreter that runs Snakemake, and SLURM jobs inherit it. No rule
+# has a `conda:` env of its own (--sdm conda would build envs that PYTHON never
+# enters; docs/cluster.md). None keeps a leftover `conda: CONDA_ENV` a no-op.
+CONDA_ENV = None
 
 
 def _merge_paper_grid(cfg):

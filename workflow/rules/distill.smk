@@ -28,8 +28,6 @@ rule distill_shard:
     threads: stage_threads("distill_shard")
     resources:
         **stage_resources("distill_shard", mem_mb=4000, runtime=60, gpu=True),
-    conda:
-        CONDA_ENV
     shell:
         "{params.python} -m aeqa_model.decode.cli --model {input.teacher} --dict {params.dictionary}"
         " --src-prefix {params.src} --tgt-prefix {params.tgt} --decoding {params.decoding:q}"
@@ -38,7 +36,10 @@ rule distill_shard:
         " --threads {threads} > {log} 2>&1"
 
 
+# Concatenating the shards is I/O only: a local job (localrule) on the machine
+# Snakemake runs on, not a SLURM job.
 rule distill_gather:
+    localrule: True
     input:
         shards=lambda wc: expand(f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/shards/{{shard}}.tok",
                                  dataset=wc.dataset, direction=wc.direction, shard=range(shard_count())),
@@ -55,8 +56,6 @@ rule distill_gather:
     threads: stage_threads("distill_gather", 1)
     resources:
         **stage_resources("distill_gather", mem_mb=4000, runtime=60, cpus=1),
-    conda:
-        CONDA_ENV
     shell:
         "{params.python} -m aeqa_model.distill --shards {input.shards} --src {params.src} --ref {params.ref}"
         " --out-src {output.src} --out-tgt {output.tgt} --report {output.report} > {log} 2>&1"

@@ -20,8 +20,6 @@ rule download:
     threads: stage_threads("download", 1)
     resources:
         **stage_resources("download", mem_mb=4000, runtime=120, cpus=1),
-    conda:
-        CONDA_ENV
     shell:
         "{params.python} {params.scripts}/download.py --dataset {wildcards.dataset} --dataset-spec {params.dataset_spec:q}"
         " --sources-spec {params.sources_spec:q} --cache-dir {params.cache:q} --out-dir {params.out_dir:q}"

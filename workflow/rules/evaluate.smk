@@ -29,8 +29,6 @@ rule decode:
     threads: stage_threads("decode")
     resources:
         **stage_resources("decode", mem_mb=4000, runtime=30, gpu=True),
-    conda:
-        CONDA_ENV
     shell:
         "{params.python} -m aeqa_model.decode.cli --model {input.model} --dict {params.dictionary}"
         " --src-prefix {params.src} --tgt-prefix {params.tgt} --decoding {params.decoding:q} {params.teacher}"
@@ -69,8 +67,6 @@ rule evaluate:
     threads: stage_threads("evaluate", 1)
     resources:
         **stage_resources("evaluate", mem_mb=4000, runtime=30, cpus=1),
-    conda:
-        CONDA_ENV
     shell:
         "{params.python} {params.scripts}/evaluate.py --hyp-tok {input.tok} --ref-tok {params.ref_tok}"
         " --hyp-detok {input.detok} --ref-detok {params.ref_detok} --src-detok {params.src_detok}"

@@ -22,8 +22,6 @@ rule prepare:
     threads: stage_threads("prepare", 2)
     resources:
         **stage_resources("prepare", mem_mb=4000, runtime=240, cpus=2),
-    conda:
-        CONDA_ENV
     shell:
         "{params.python} {params.scripts}/prepare.py --spec {params.spec:q} --langs {params.langs} --in-dir {params.in_dir:q}"
         " --out-dir {params.out_dir:q} --splits {params.splits} --workers {threads} > {log} 2>&1"

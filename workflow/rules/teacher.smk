@@ -23,7 +23,5 @@ rule train_teacher:
     threads: stage_threads("train_teacher")
     resources:
         **stage_resources("train_teacher", mem_mb=4000, runtime=60, gpu=True),
-    conda:
-        CONDA_ENV
     shell:
         TRAIN_SHELL

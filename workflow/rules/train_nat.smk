@@ -27,7 +27,5 @@ rule train_nat:
     threads: stage_threads("train_nat")
     resources:
         **stage_resources("train_nat", mem_mb=4000, runtime=60, gpu=True),
-    conda:
-        CONDA_ENV
     shell:
         TRAIN_SHELL
