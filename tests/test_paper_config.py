@@ -194,3 +194,13 @@ def test_the_longest_run_fits_the_profiles_retries(paper_config):
                for ds in ("wmt14_ende", "iwslt14_deen") for model in paper_config["models"]
                for stage in ("train_nat",))
     assert 1 < jobs <= profile["preemptible-retries"] + 1
+# --------------------------------------------------------- GPU-hours --
+def test_readme_states_the_gpu_hours_the_config_gives():
+    """The README's table is scripts/gpu_hours.py's output for config/config.yaml."""
+    proc = subprocess.run([sys.executable, "scripts/gpu_hours.py", "--configfile", "config/config.yaml"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- gpu-hours:begin -->\n(.*?)\n<!-- gpu-hours:end -->", readme, re.S)
+    assert block, "README.md has no gpu-hours block"
+    assert block.group(1).strip() == proc.stdout.strip(), "README.md is stale: rerun scripts/gpu_hours.py"
