@@ -166,7 +166,6 @@ def _check_references():
 _check_references()
 
 
-
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
     direction=r"[a-z]{2,3}-[a-z]{2,3}",
@@ -223,7 +222,8 @@ def model_width(model):
 
 
 def train_spec(model, dataset=None):
-    """training section, overlaid by the dataset's and then the model's `training:`."""
+    """training section, overlaid by the dataset's `training:`, the model's `training:`
+    and the dataset's `model_training.<model>` (aeqa_model.cluster.train_spec)."""
     return cluster.train_spec(config, model, dataset)
 
 
@@ -333,7 +333,7 @@ def slurm_resources(rule_name):
     signal. A key no table sets is left out, so the profile's defaults apply; a
     job whose tables do not set a key the stage declares gets none (None drops it)."""
     tables = [resources_for(rule_name)] + [resources_for(rule_name, ds) for ds in DATASETS]
-    keys = {k for t in tables for k in t if k in SLURM_KEYS or k == "signal_before_s"}
+    keys = {k for t in tables for k, v in t.items() if v and (k in SLURM_KEYS or k == "signal_before_s")}
     out = {}
     if "slurm_partition" in keys:
         out["slurm_partition"] = lambda wc: str(resources_for(rule_name, _wc(wc, "dataset")).get("slurm_partition", "")) or None
