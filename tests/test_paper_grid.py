@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 
 from aeqa_model.paper.grid import (FIGURES, OUTPUTS, TABLES, check_grid, expand_blocks, load_grid, training_runs,
                                    unproduced_cells)
@@ -128,3 +129,57 @@ def test_paper_grid_runs_every_cell_the_layout_has():
     for name, spec in grid["outputs"].items():
         assert unproduced_cells(spec) == [], name
     assert len(training_runs(grid)) > 100
+
+
+def test_paper_grid_states_the_iwslt_substitution():
+    """Issue 16.3: the paper config runs IWSLT14 where the paper names IWSLT16; Table 2's
+    IWSLT column and Table 7 say so, and docs/method.md explains why."""
+    grid = load_grid(PAPER_DIR / "grid-paper.yaml")
+    t2, t7 = grid["outputs"]["table2"], grid["outputs"]["table7"]
+    column = next(c for c in t2["columns"] if c.get("dataset") == "iwslt14_deen")
+    assert "IWSLT14" in column["label"] and "IWSLT16" in column["label"]
+    assert any("IWSLT14" in line and "IWSLT16" in line for line in t2["legend"])
+    assert "IWSLT14" in t7["caption"] and any("IWSLT14" in line for line in t7["legend"])
+    method = (ROOT / "docs" / "method.md").read_text(encoding="utf-8")
+    assert "IWSLT16 DE-EN -> IWSLT14 DE-EN" in method
+
+
+@pytest.mark.parametrize("grid_name", ["grid-paper.yaml", "grid-demo.yaml"])
+def test_table7_lambda_end_0_4_row_is_table2s_aeqa_cell(grid_name):
+    """Issue 16.4: the paper prints 32.34 for Table 2's AEQA-NAT IWSLT raw cell and for
+    Table 7's λe = 0.4 row; both are one cell (aeqa_nat_ar + npd5, raw), and the other
+    λe rows differ from it in lambda_end only."""
+    from aeqa_model.paper.grid import _coords
+
+    grid = load_grid(PAPER_DIR / grid_name)
+    t2, t7 = grid["outputs"]["table2"], grid["outputs"]["table7"]
+    row7 = {r["paper_row"]: r for r in t7["rows"]}
+    cell7 = _coords(t7["defaults"], row7["t7_lend0.4"])
+    row2 = next(r for r in t2["rows"] if r["paper_row"] == "t2_aeqa_nat")
+    t2_cells = [_coords(t2.get("defaults", {}), col, row2) for col in t2["columns"]
+                if col.get("dataset") == cell7["dataset"] and col.get("direction") == cell7["direction"]]
+    assert t2_cells and cell7 == t2_cells[0]
+    base = {**(yaml.safe_load((ROOT / "config" / ("config.yaml" if "paper" in grid_name else "demo.yaml")).read_text())
+               ["models"][cell7["model"]])}
+    for pid, row in row7.items():
+        assert _coords(t7["defaults"], row)["decoding"] == cell7["decoding"], pid
+        if pid != "t7_lend0.4":
+            spec = dict(grid["models"][row["model"]])
+            assert spec.pop("lambda_end") != 0.4 and spec.pop("lambda_start") == 0.6, pid
+            assert spec == {k: v for k, v in base.items() if k not in ("lambda_start", "lambda_end")}, pid
+
+
+@pytest.mark.parametrize("grid_name", ["grid-paper.yaml", "grid-demo.yaml"])
+def test_figure1_plots_glat_and_cmlm_without_training_runs_of_its_own(grid_name):
+    """Issue 16.5: Figure 1 is captioned "MLM-based NAT models": GLAT and CMLM, each with
+    the five oracle ratios and its own inference as the dashed line. Both are Table 1's
+    models, so the figure costs decodes only (the demo budget is unchanged)."""
+    grid = load_grid(PAPER_DIR / grid_name)
+    fig1 = grid["outputs"]["figure1"]
+    assert {s["model"] for s in fig1["series"]} == {"glat", "cmlm"}
+    for series in fig1["series"]:
+        assert series["baseline"] == {"decoding": "default"}
+        assert [p["x"] for p in series["points"]] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert unproduced_cells(fig1) == []
+    table1 = training_runs({"outputs": {"table1": grid["outputs"]["table1"]}})
+    assert training_runs({"outputs": {"figure1": fig1}}) <= table1

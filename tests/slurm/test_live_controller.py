@@ -1,12 +1,14 @@
 """The slurm profile against a live SLURM controller (one node, started by the
 slurm_cluster fixture as root; skipped elsewhere, with the reason).
 
-1. The smoke DAG through `--profile profiles/slurm`: every job is a real SLURM
-   job, GPU stages ask for GPUs in their own partition, the teacher runs under
+1. The smoke DAG through `--profile profiles/slurm`: every job but the local
+   rules (tables, index, learning curves, KD gathering) is a real SLURM job,
+   GPU stages ask for GPUs in their own partition, the teacher runs under
    torchrun on its 2 GPUs, and the outputs equal a local run of the same config.
 2. A training job whose work outlasts its 1-minute time limit gets SLURM's
-   TERM warning, checkpoints, exits 75, is resubmitted by the profile's retries
-   and resumes where it stopped, ending with the weights of an uninterrupted run.
+   TERM warning, checkpoints, exits 75, is resubmitted by the profile's
+   preemptible-retries and resumes where it stopped, ending with the weights
+   of an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -113,9 +115,10 @@ class LiveRuns:
         overlay.write_text(yaml.safe_dump(spec))
         config = ["--configfile", "config/smoke.yaml", str(overlay), "--config", f"results_dir={self.limit_results}"]
         self.watcher.start()
-        # More retries than the profile's 5: how many time limits the work spans
+        # More retries than the profile's 5 (train_nat is one of its preemptible-rules,
+        # whose retries are preemptible-retries): how many time limits the work spans
         # depends on when slurmctld's 30 s timer fires.
-        self.limit = Run([*config, "--retries", "10", "--slurm-logdir", str(self.limit_logs), "--",
+        self.limit = Run([*config, "--preemptible-retries", "10", "--slurm-logdir", str(self.limit_logs), "--",
                           str(self.model_dir / "at_limit/model.pt")], self.log("time-limit-slurm"), slurm=True)
         self.limit_ref = Run([*config, "--", str(self.model_dir / "at_ref/model.pt")],
                              self.log("time-limit-local"), slurm=False)
@@ -167,8 +170,17 @@ def dry_run_job_counts(tmp_path: Path) -> Counter:
     return counts
 
 
+def is_local_rule(rule: str) -> bool:
+    """Rules that run on the login node (localrule), never as SLURM jobs: the tables,
+    figures, index and learning curves, and the KD gathering."""
+    return rule.startswith("paper_") or rule in ("learning_curves", "distill_gather")
+
+
 def test_smoke_dag_runs_as_slurm_jobs_and_matches_a_local_run(slurm_cluster, live_runs, tmp_path):
-    expected = dry_run_job_counts(tmp_path)
+    counts = dry_run_job_counts(tmp_path)
+    local = {rule for rule in counts if is_local_rule(rule)}
+    assert {"distill_gather", "paper_index", "learning_curves"} <= local
+    expected = Counter({rule: n for rule, n in counts.items() if rule not in local})
     out = live_runs.smoke.wait()
     print(f"smoke DAG through SLURM: {live_runs.smoke.elapsed:.0f} s")
     results = live_runs.smoke_results
@@ -191,6 +203,8 @@ def test_smoke_dag_runs_as_slurm_jobs_and_matches_a_local_run(slurm_cluster, liv
             assert job["Partition"] == PARTITION, job
     assert per_rule == expected, f"SLURM jobs per rule {dict(per_rule)} != the DAG's {dict(expected)}"
     assert HEAVY_RULES <= set(per_rule)
+    assert not local & set(per_rule), "local rules must not be submitted"  # they ran on this node:
+    assert (results / "smoke/paper/README.md").exists() and (results / "smoke/paper/learning_curves.png").exists()
 
     # Multi-GPU: the teacher (2 GPUs) was started with torchrun, 1-GPU jobs without.
     assert out.count("torch.distributed.run --standalone --nproc-per-node 2") == per_rule["train_teacher"], out[-3000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -13,20 +14,23 @@ from slurm_run import ROOT, snakemake, snakemake_env
 
 
 def job_resources(dry_run_output: str) -> dict[str, list[str]]:
-    """rule name -> the resources line of each of its jobs in a dry run."""
+    """rule name -> the resources line of each of its jobs in a dry run (followed by
+    its wildcards, when it has any: `resources | wildcards`)."""
     found: dict[str, list[str]] = {}
     for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", dry_run_output):
         rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
         resources = re.search(r"^\s+resources: (.*)$", block, re.M)
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
         if rule and resources:
-            found.setdefault(rule.group(1), []).append(resources.group(1))
+            line = resources.group(1) + (f" | {wildcards.group(1)}" if wildcards else "")
+            found.setdefault(rule.group(1), []).append(line)
     return found
 
 
 def test_profile_commits_no_site_values():
     profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
     assert profile["executor"] == "slurm"
-    assert profile["retries"] >= 1 and profile["rerun-incomplete"] is True
+    assert profile["preemptible-retries"] >= 1 and profile["rerun-incomplete"] is True
     defaults = profile["default-resources"]
     assert "AEQA_SLURM_ACCOUNT" in defaults["slurm_account"]
     assert "AEQA_SLURM_PARTITION" in defaults["slurm_partition"]
@@ -46,9 +50,14 @@ def test_paper_dag_dry_run_through_the_slurm_profile_has_gpu_resources():
             assert re.search(r"\bruntime=\d+", line) and re.search(r"\bmem_mb=\d+", line), line
     for rule in ("train_teacher", "train_nat"):  # the time-limit warning
         assert all("slurm_extra=--signal=TERM@600" in line for line in jobs[rule])
-        assert all("gpu=8" in line for line in jobs[rule])  # -> torchrun --nproc-per-node 8
+        # 8 GPUs (-> torchrun --nproc-per-node 8) but IWSLT's jobs: 1 GPU, its 8K tokens per update
+        assert all(("gpu=1" if "iwslt14_deen" in line else "gpu=8") in line for line in jobs[rule])
+        assert any("iwslt14_deen" in line for line in jobs[rule])
     for rule in ("prepare", "bpe", "binarize"):
         assert rule in jobs and not any(re.search(r"\bgpu=[1-9]", line) for line in jobs[rule]), rule
+    # stages the config does not size get resources.default's CPUs (2), not SLURM's 1
+    for rule in ("evaluate", "binarize", "binarize_kd", "distill_gather"):
+        assert rule in jobs and all(re.search(r"\bcpus_per_task=2\b", line) for line in jobs[rule]), rule
 
 
 def test_profile_copied_to_the_user_config_dir_works_by_name(tmp_path):
@@ -89,3 +98,66 @@ def test_a_signal_not_before_the_time_limit_is_a_config_error(tmp_path):
                       "--config", f"results_dir={tmp_path / 'results'}"], timeout=120)
     assert proc.returncode != 0
     assert "resources.train_nat.signal_before_s" in proc.stdout + proc.stderr
+
+
+RETRIED = {"train_teacher", "train_nat", "distill_shard", "pretrain_sqs_encoder", "pretrain_sqs", "pretrain_sqs_variant"}
+
+
+def test_only_preemptible_or_time_limited_rules_are_retried(tmp_path):
+    """Issue 16.7: training, distillation and pre-alignment are retried (time limits,
+    preemption); a deterministic failure (e.g. a download of a missing licensed corpus)
+    is not. Checked by running the profile's retry settings on stand-in rules of the same
+    names with the local executor, and against the workflow's own rule names."""
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    assert profile["retries"] == 0 and set(profile["preemptible-rules"]) == RETRIED
+    listed = snakemake(["--list-rules", "--configfile", "config/config.yaml"], timeout=120)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert RETRIED <= set(listed.stdout.split())
+    retried, once = ("train_nat", "distill_shard", "pretrain_sqs"), ("download", "evaluate")
+    rules = "\n".join(f"rule {name}:\n    output: '{name}.done'\n    shell: 'echo x >> {name}.tries; exit 75'\n"
+                      for name in retried + once)
+    (tmp_path / "Snakefile").write_text(f"rule all:\n    input: {[n + '.done' for n in retried + once]}\n\n" + rules)
+    proc = snakemake(["-s", str(tmp_path / "Snakefile"), "--directory", str(tmp_path), "--profile",
+                      str(ROOT / "profiles/slurm"), "--executor", "local", "--cores", "1", "--latency-wait", "1"],
+                     timeout=300)
+    assert proc.returncode != 0
+    tries = {name: len((tmp_path / f"{name}.tries").read_text().split()) for name in retried + once}
+    assert tries == {**{n: 1 + profile["preemptible-retries"] for n in retried}, **{n: 1 for n in once}}, tries
+
+
+LOCAL_PROBE = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import (ConfigSettings, OutputSettings, ResourceSettings, StorageSettings,
+                                      WorkflowSettings)
+root = Path(sys.argv[1])
+with SnakemakeApi(OutputSettings()) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(), storage_settings=StorageSettings(),
+                      config_settings=ConfigSettings(configfiles=[root / "config/config.yaml"]),
+                      workflow_settings=WorkflowSettings(), snakefile=root / "workflow/Snakefile", workdir=root)._workflow
+    print(json.dumps({"local": sorted(wf._localrules), "rules": sorted(r.name for r in wf.rules),
+                      "conda": sorted(r.name for r in wf.rules if r.conda_env)}))
+"""
+
+
+def test_paper_and_gather_jobs_are_local_and_no_rule_has_a_conda_env(tmp_path):
+    """Issue 16.7: the tables, figures, index, learning curves and KD gathering run on the
+    login node (localrule), not as SLURM jobs (Snakemake's own view of the parsed
+    workflow; the live test checks that they are never submitted); and no rule declares a
+    conda env its shell would never use (it runs the interpreter of Snakemake), so a dry
+    run with --sdm conda works, without conda."""
+    import json
+    import sys
+
+    probe = subprocess.run([sys.executable, "-c", LOCAL_PROBE, str(ROOT)], cwd=ROOT, env=snakemake_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    wf = json.loads(probe.stdout.strip().splitlines()[-1])
+    tiny = {f"paper_table{i}" for i in range(1, 8)} | {f"paper_figure{i}" for i in (1, 4, 5, 6, 7)}
+    tiny |= {"paper_index", "learning_curves", "distill_gather"}
+    assert set(wf["local"]) == tiny, set(wf["local"]) ^ tiny
+    assert wf["conda"] == []
+    conda = snakemake(["-n", "--sdm", "conda", "--configfile", "config/smoke.yaml", "--config",
+                       f"results_dir={tmp_path}"], timeout=120)
+    assert conda.returncode == 0, (conda.stdout + conda.stderr)[-3000:]

@@ -23,14 +23,9 @@ rule bpe:
         f"{RESULTS}/logs/bpe/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/bpe/{{dataset}}.tsv"
-    threads: res("bpe", "cpus_per_task", 2)
+    threads: stage_threads("bpe", 2)
     resources:
-        mem_mb=res("bpe", "mem_mb", 8000),
-        runtime=res("bpe", "runtime", 240),
-        cpus_per_task=res("bpe", "cpus_per_task", 2),
-        **slurm_resources("bpe"),
-    conda:
-        CONDA_ENV
+        **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
     shell:
         "exec {params.python:q} {params.scripts:q}/bpe.py learn-apply --merges {params.merges} --codes {output.codes:q}"
         " --learn-inputs {params.train:q} --inputs {params.inputs:q} --outputs {params.outputs:q} --workers {threads}"
@@ -53,14 +48,9 @@ rule bpe_eval_only:
         outputs=lambda wc: text_files(wc.dataset, "bpe"),
     log:
         f"{RESULTS}/logs/bpe/{{dataset}}.log",
-    threads: res("bpe", "cpus_per_task", 2)
+    threads: stage_threads("bpe", 2)
     resources:
-        mem_mb=res("bpe", "mem_mb", 8000),
-        runtime=res("bpe", "runtime", 240),
-        cpus_per_task=res("bpe", "cpus_per_task", 2),
-        **slurm_resources("bpe"),
-    conda:
-        CONDA_ENV
+        **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
     shell:
         "exec {params.python:q} {params.scripts:q}/bpe.py apply --codes {params.codes:q} --inputs {params.inputs:q}"
         " --outputs {params.outputs:q} --workers {threads} --stamp {output.done:q} > {log:q} 2>&1"
@@ -82,12 +72,9 @@ rule binarize:
         f"{RESULTS}/logs/binarize/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/binarize/{{dataset}}.tsv"
+    threads: stage_threads("binarize", 1)
     resources:
-        mem_mb=res("binarize", "mem_mb", 8000),
-        runtime=res("binarize", "runtime", 120),
-        **slurm_resources("binarize"),
-    conda:
-        CONDA_ENV
+        **stage_resources("binarize", mem_mb=8000, runtime=120, cpus=1),
     shell:
         "exec {params.python:q} -m aeqa_model.data.indexed --dict {params.dictionary:q} {params.build:q}"
         " --inputs {params.inputs:q} --prefixes {params.prefixes:q} --report {output.report:q} > {log:q} 2>&1"
@@ -106,14 +93,9 @@ rule bpe_kd:
         scripts=SCRIPTS,
     log:
         f"{RESULTS}/logs/bpe_kd/{{dataset}}.{{direction}}.log",
-    threads: res("bpe", "cpus_per_task", 2)
+    threads: stage_threads("bpe", 2)
     resources:
-        mem_mb=res("bpe", "mem_mb", 8000),
-        runtime=res("bpe", "runtime", 240),
-        cpus_per_task=res("bpe", "cpus_per_task", 2),
-        **slurm_resources("bpe"),
-    conda:
-        CONDA_ENV
+        **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
     shell:
         "exec {params.python:q} {params.scripts:q}/bpe.py apply --codes {input.codes:q} --inputs {input.src:q} {input.tgt:q}"
         " --outputs {output.src:q} {output.tgt:q} --workers {threads} > {log:q} 2>&1"
@@ -132,12 +114,9 @@ rule binarize_kd:
         prefix=lambda wc: f"{data_dir(wc.dataset)}/kd/{wc.direction}/bin/train",
     log:
         f"{RESULTS}/logs/binarize_kd/{{dataset}}.{{direction}}.log",
+    threads: stage_threads("binarize", 1)
     resources:
-        mem_mb=res("binarize", "mem_mb", 8000),
-        runtime=res("binarize", "runtime", 120),
-        **slurm_resources("binarize"),
-    conda:
-        CONDA_ENV
+        **stage_resources("binarize", mem_mb=8000, runtime=120, cpus=1),
     shell:
         "exec {params.python:q} -m aeqa_model.data.indexed --dict {params.dictionary:q} --inputs {input.src:q} {input.tgt:q}"
         " --prefixes {params.prefix:q}.src {params.prefix:q}.tgt --report {output.report:q} > {log:q} 2>&1"

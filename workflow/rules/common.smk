@@ -7,34 +7,25 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
+from aeqa_model import cluster
 from aeqa_model.provenance import config_sha256
 
 PYTHON = sys.executable
 ROOT = Path(workflow.basedir).parent
 SCRIPTS = ROOT / "scripts"
-# Software of every rule (used with --use-conda / --sdm conda); the pinned pip
-# environment of scripts/setup_env.sh is the tested equivalent.
-CONDA_ENV = str(ROOT / "envs/environment-gpu.yaml")
+# Software: one environment for Snakemake and every job (scripts/setup_env.sh's
+# pinned venv, or envs/environment-gpu.yaml created once and activated); jobs run
+# PYTHON, the interpreter that runs Snakemake, and SLURM jobs inherit it. No rule
+# has a `conda:` env of its own (--sdm conda would build envs that PYTHON never
+# enters; docs/cluster.md). None keeps a leftover `conda: CONDA_ENV` a no-op.
+CONDA_ENV = None
 
 
 def _merge_paper_grid(cfg):
     """The table/figure grid lives in its own file (config key paper_grid); it may add
-    sweep models and decodings, which join the base ones."""
-    grid_path = cfg.get("paper_grid")
-    if not grid_path:
-        return cfg
-    path = Path(grid_path) if Path(grid_path).is_absolute() else ROOT / grid_path
-    if not path.exists():
-        raise ValueError(f"config key paper_grid: {path} does not exist")
-    grid = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for section in ("models", "decodings"):
-        extra = grid.get(section) or {}
-        clash = sorted(set(extra) & set(cfg.get(section, {})) - {k for k in extra if extra[k] == cfg[section].get(k)})
-        if clash:
-            raise ValueError(f"{path}: {section} {clash} are already defined in the config with other values")
-        cfg.setdefault(section, {}).update(extra)
-    cfg["outputs"] = grid.get("outputs", {})
-    return cfg
+    sweep models and decodings, which join the base ones (aeqa_model.cluster, shared
+    with scripts/gpu_hours.py)."""
+    return cluster.merge_paper_grid(cfg, ROOT)
 
 
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -66,6 +57,7 @@ def _check_schema(cfg):
 _check_schema(config)
 validate(config, str(SCHEMA))
 config = _merge_paper_grid(config)
+_MODEL_DEFAULT_PROBLEMS = cluster.apply_model_defaults(config)
 _check_schema(config)
 validate(config, str(SCHEMA))
 
@@ -113,6 +105,14 @@ def _check_references():
         mr = ds.get("multi_reference")
         if mr and (mr not in EVAL_ONLY or DATASETS[mr]["evaluation_of"] != name):
             errors.append(f"datasets.{name}.multi_reference: {mr!r} must be an evaluation_of: {name} dataset")
+        elif mr and set(DATASETS[mr]["directions"]) - set(ds["directions"]):
+            errors.append(f"datasets.{mr}.directions: {DATASETS[mr]['directions']} must be among "
+                          f"datasets.{name}.directions {ds['directions']}")
+    errors.extend(_MODEL_DEFAULT_PROBLEMS)
+    for name, ds in DATASETS.items():
+        for model in ds.get("model_training") or {}:
+            if model not in MODELS:
+                errors.append(f"datasets.{name}.model_training: unknown model {model!r}")
     if TEACHER not in MODELS:
         errors.append(f"distill.teacher: unknown model {TEACHER!r}")
     for out, spec in config.get("outputs", {}).items():
@@ -235,12 +235,9 @@ def model_width(model):
 
 
 def train_spec(model, dataset=None):
-    """training section, overlaid by the dataset's and then the model's `training:`."""
-    spec = dict(config["training"])
-    if dataset:
-        spec.update(DATASETS[dataset].get("training", {}))
-    spec.update(MODELS[model].get("training", {}))
-    return spec
+    """training section, overlaid by the dataset's `training:`, the model's `training:`
+    and the dataset's `model_training.<model>` (aeqa_model.cluster.train_spec)."""
+    return cluster.train_spec(config, model, dataset)
 
 
 def jq(obj):
@@ -248,26 +245,85 @@ def jq(obj):
     return json.dumps(obj, sort_keys=True)
 
 
-def resources_for(rule_name):
-    """Per-rule resources from config (resources.default overlaid by resources.<rule>)."""
-    table = config.get("resources", {})
-    merged = dict(table.get("default", {}))
-    merged.update(table.get(rule_name, {}))
-    return merged
+def resources_for(rule_name, dataset=None):
+    """Per-stage resources from config: resources.default overlaid by resources.<stage>,
+    overlaid by the dataset's own datasets.<dataset>.resources.<stage> when given."""
+    return cluster.stage_resources(config, rule_name, dataset)
 
 
 def res(rule_name, key, fallback):
+    """A stage's resource, the same for every job (no per-dataset value)."""
     return resources_for(rule_name).get(key, fallback)
 
 
-def slurm_extra(rule_name):
-    table = resources_for(rule_name)
+def _wc(wildcards, name):
+    return getattr(wildcards, name, None)
+
+
+def job_res(stage, key, fallback):
+    """A stage's resource for one job: per-dataset value > resources.<stage> >
+    resources.default > fallback (a function of the job's wildcards)."""
+
+    def value(wildcards):
+        return resources_for(stage, _wc(wildcards, "dataset")).get(key, fallback)
+
+    return value
+
+
+def job_runtime(stage, fallback):
+    """SLURM runtime (minutes) of one job; `runtime: throughput` on a training stage
+    follows from max_updates, tokens per update and the architecture's tokens/s
+    (aeqa_model.cluster.training_budget, docs/cluster.md)."""
+
+    def value(wildcards):
+        ds, model = _wc(wildcards, "dataset"), _wc(wildcards, "model")
+        runtime = cluster.runtime_minutes(config, stage, ds, model, fallback)
+        before = resources_for(stage, ds).get("signal_before_s")
+        if before and int(before) >= 60 * runtime:
+            where = f"datasets.{ds}.resources.{stage}" if "signal_before_s" in (
+                (DATASETS.get(ds, {}).get("resources") or {}).get(stage) or {}) else f"resources.{stage}"
+            raise ValueError(f"{where}.signal_before_s ({before} s) must be shorter than the job's runtime "
+                             f"({runtime} min{', from throughput' if resources_for(stage, ds).get('runtime') == 'throughput' else ''})")
+        return runtime
+
+    return value
+
+
+def job_gpu(stage):
+    """GPUs of one job; training jobs also check that their GPUs x max_tokens fit the
+    dataset's tokens per update (effective_batch_tokens)."""
+
+    def value(wildcards):
+        ds, model = _wc(wildcards, "dataset"), _wc(wildcards, "model")
+        if stage in cluster.TRAIN_STAGES and ds and model:
+            problem = cluster.check_batch(config, stage, ds, model)
+            if problem:
+                raise ValueError(problem)
+        return int(resources_for(stage, ds).get("gpu", 0) or 0)
+
+    return value
+
+
+def stage_resources(stage, mem_mb=4000, runtime=60, cpus=None, gpu=False):
+    """Every resource a rule of `stage` declares, per job (per-dataset values win):
+    mem_mb, runtime, cpus_per_task, gpu (GPU stages), and the SLURM-only keys."""
+    out = {"mem_mb": job_res(stage, "mem_mb", mem_mb), "runtime": job_runtime(stage, runtime),
+           "cpus_per_task": job_res(stage, "cpus_per_task", cpus or config.get("threads", 1))}
+    if gpu:
+        out = {"gpu": job_gpu(stage), **out}
+    out.update(slurm_resources(stage))
+    return out
+
+
+def stage_threads(stage, cpus=None):
+    """A rule's threads: its cpus_per_task (per dataset, as the resources)."""
+    return job_res(stage, "cpus_per_task", cpus or config.get("threads", 1))
+
+
+def _slurm_extra(stage, wildcards):
+    table = resources_for(stage, _wc(wildcards, "dataset"))
     value = table.get("slurm_extra", "")
     if table.get("signal_before_s"):
-        before = int(table["signal_before_s"])
-        if before >= 60 * int(table.get("runtime", 10**9)):
-            raise ValueError(f"resources.{rule_name}.signal_before_s ({before} s) must be shorter than its runtime "
-                             f"({table['runtime']} min)")
         # SIGTERM to the job's steps (no "B:") this long before the time limit. The
         # step runs Snakemake (which waits for its running job on SIGTERM) and the
         # trainer, exec'd by the rule's shell (TRAIN_SHELL): it checkpoints and exits
@@ -275,27 +331,65 @@ def slurm_extra(rule_name):
         # it kills the step's Snakemake process, and the step's processes with it,
         # possibly mid-checkpoint. Not B:USR1: it kills the batch shell, ending the
         # job; the trainer then only has KillWait to save. See docs/cluster.md.
-        value = f"{value} --signal=TERM@{before}"
-    return value.strip()
+        # (That the signal comes before the time limit is checked by job_runtime.)
+        value = f"{value} --signal=TERM@{int(table['signal_before_s'])}"
+    return value.strip() or None
+
+
+SLURM_KEYS = ("slurm_partition", "constraint", "gpu_model", "slurm_extra")
 
 
 def slurm_resources(rule_name):
-    """Resources only the SLURM executor reads, from the config's resources table
-    (resources.default overlaid by resources.<rule_name>): partition, GPU model,
-    node constraint, extra sbatch flags with the time-limit signal. Keys the
-    config does not set are left out, so the profile's defaults apply."""
-    table = resources_for(rule_name)
+    """Resources only the SLURM executor reads, per job (resources.default overlaid by
+    resources.<stage> and the dataset's own datasets.<name>.resources.<stage>):
+    partition, GPU model, node constraint, extra sbatch flags with the time-limit
+    signal. A key no table sets is left out, so the profile's defaults apply; a
+    job whose tables do not set a key the stage declares gets none (None drops it)."""
+    tables = [resources_for(rule_name)] + [resources_for(rule_name, ds) for ds in DATASETS]
+    keys = {k for t in tables for k, v in t.items() if v and (k in SLURM_KEYS or k == "signal_before_s")}
     out = {}
-    if table.get("slurm_partition"):
-        out["slurm_partition"] = str(table["slurm_partition"])
-    if table.get("constraint"):
-        out["constraint"] = str(table["constraint"])  # sbatch -C (slurm_extra may not carry it)
-    if table.get("gpu_model") and int(table.get("gpu", 0)) > 0:
-        out["gpu_model"] = str(table["gpu_model"])  # sbatch --gpus=<model>:<gpu>
-    extra = slurm_extra(rule_name)
-    if extra:
-        out["slurm_extra"] = extra
+    if "slurm_partition" in keys:
+        out["slurm_partition"] = lambda wc: str(resources_for(rule_name, _wc(wc, "dataset")).get("slurm_partition", "")) or None
+    if "constraint" in keys:  # sbatch -C (slurm_extra may not carry it)
+        out["constraint"] = lambda wc: resources_for(rule_name, _wc(wc, "dataset")).get("constraint") or None
+    if "gpu_model" in keys:  # sbatch --gpus=<model>:<gpu>
+        out["gpu_model"] = lambda wc: (resources_for(rule_name, _wc(wc, "dataset")).get("gpu_model") or None
+                                       if int(resources_for(rule_name, _wc(wc, "dataset")).get("gpu", 0) or 0) > 0
+                                       else None)
+    if "slurm_extra" in keys or "signal_before_s" in keys:
+        out["slurm_extra"] = lambda wc: _slurm_extra(rule_name, wc)
     return out
+
+
+def _check_resources():
+    """Resource settings that would only fail at submission (or silently do the wrong
+    thing) are errors at start-up."""
+    errors = []
+    stages = set(config.get("resources") or {}) - {"default"}
+    for name, ds in DATASETS.items():
+        stages |= set(ds.get("resources") or {})
+    for stage in sorted(stages):
+        base = resources_for(stage)
+        for ds in [None, *DATASETS]:
+            table = resources_for(stage, ds)
+            where = f"datasets.{ds}.resources.{stage}" if ds else f"resources.{stage}"
+            runtime, before = table.get("runtime"), table.get("signal_before_s")
+            if runtime == "throughput" and stage not in cluster.TRAIN_STAGES:
+                errors.append(f"{where}.runtime: 'throughput' is only for the training stages "
+                              f"{', '.join(cluster.TRAIN_STAGES)}")
+            elif runtime == "throughput" and not (config.get("throughput") or {}).get("tokens_per_s"):
+                errors.append(f"{where}.runtime: 'throughput' needs the config's throughput.tokens_per_s")
+            elif isinstance(runtime, int) and before and int(before) >= 60 * runtime:
+                errors.append(f"{where}.signal_before_s ({before} s) must be shorter than its runtime ({runtime} min)")
+            if ds and table.get("slurm_partition") and not base.get("slurm_partition"):
+                # a job of another dataset would otherwise drop the profile's default partition
+                errors.append(f"{where}.slurm_partition: set resources.{stage}.slurm_partition (or "
+                              f"resources.default's) too, for the other datasets' {stage} jobs")
+    if errors:
+        raise ValueError("invalid config (fix these before anything runs):\n  " + "\n  ".join(errors))
+
+
+_check_resources()
 
 
 # ------------------------------------------------------------- data paths --
@@ -492,12 +586,42 @@ def baseline_cell(wc):
     return decode_dir(wc.dataset, wc.direction, wc.data, base, default_decoding(base))
 
 
+def _reads_metric(obj, metric):
+    """Whether an output spec reads `metric` anywhere (defaults, columns, rows, series)."""
+    if isinstance(obj, dict):
+        return obj.get("metric") == metric or any(_reads_metric(v, metric) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_reads_metric(v, metric) for v in obj)
+    return False
+
+
+_MULTI_REFERENCE_CELLS = None
+
+
+def multi_reference_cells():
+    """The cells whose metrics.json carries a multi_reference score: those of the
+    outputs that read it (Table 4), in a direction the multi-reference set has
+    (its references are German: EN-DE only, never DE-EN)."""
+    global _MULTI_REFERENCE_CELLS
+    if _MULTI_REFERENCE_CELLS is None:
+        cells = set()
+        for name, spec in config.get("outputs", {}).items():
+            if _reads_metric(spec, "multi_reference"):
+                for cell in output_cells(name):
+                    multi = DATASETS[cell[0]].get("multi_reference")
+                    if multi and cell[1] in DATASETS[multi]["directions"]:
+                        cells.add(cell)
+        _MULTI_REFERENCE_CELLS = cells
+    return _MULTI_REFERENCE_CELLS
+
+
 def evaluate_inputs(wc):
     d = decode_dir(wc.dataset, wc.direction, wc.data, wc.model, wc.decoding)
     inputs = {"tok": f"{d}/hyp.tok", "detok": f"{d}/hyp.detok", "speed": f"{d}/speed.json",
               "prepared": f"{data_dir(wc.dataset)}/tok/report.json"}
-    multi = DATASETS[wc.dataset].get("multi_reference")
-    if multi:  # Table 4: the same model and decoding on the multi-reference set
+    if (wc.dataset, wc.direction, wc.data, wc.model, wc.decoding) in multi_reference_cells():
+        # Table 4: the same model and decoding on the multi-reference set
+        multi = DATASETS[wc.dataset]["multi_reference"]
         inputs["multi_reference"] = (f"{RESULTS}/eval/{multi}/{wc.direction}/{wc.data}/{wc.model}/"
                                      f"{wc.decoding}/metrics.json")
     base = baseline_cell(wc)

@@ -25,15 +25,9 @@ rule distill_shard:
         f"{RESULTS}/logs/distill/{{dataset}}.{{direction}}.{{shard}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/distill/{{dataset}}.{{direction}}.{{shard}}.tsv"
-    threads: res("distill_shard", "cpus_per_task", config.get("threads", 1))
+    threads: stage_threads("distill_shard")
     resources:
-        gpu=res("distill_shard", "gpu", 0),
-        mem_mb=res("distill_shard", "mem_mb", 4000),
-        runtime=res("distill_shard", "runtime", 60),
-        cpus_per_task=res("distill_shard", "cpus_per_task", config.get("threads", 1)),
-        **slurm_resources("distill_shard"),
-    conda:
-        CONDA_ENV
+        **stage_resources("distill_shard", mem_mb=4000, runtime=60, gpu=True),
     shell:
         "exec {params.python:q} -m aeqa_model.decode.cli --model {input.teacher:q} --dict {params.dictionary:q}"
         " --src-prefix {params.src:q} --tgt-prefix {params.tgt:q} --decoding {params.decoding:q}"
@@ -42,7 +36,10 @@ rule distill_shard:
         " --threads {threads} > {log:q} 2>&1"
 
 
+# Concatenating the shards is I/O only: a local job (localrule) on the machine
+# Snakemake runs on, not a SLURM job.
 rule distill_gather:
+    localrule: True
     input:
         shards=lambda wc: expand(f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/shards/{{shard}}.tok",
                                  dataset=wc.dataset, direction=wc.direction, shard=range(shard_count())),
@@ -56,8 +53,9 @@ rule distill_gather:
         ref=lambda wc: f"{data_dir(wc.dataset)}/tok/train.{src_tgt(wc.direction)[1]}",
     log:
         f"{RESULTS}/logs/distill_gather/{{dataset}}.{{direction}}.log",
-    conda:
-        CONDA_ENV
+    threads: stage_threads("distill_gather", 1)
+    resources:
+        **stage_resources("distill_gather", mem_mb=4000, runtime=60, cpus=1),
     shell:
         "exec {params.python:q} -m aeqa_model.distill --shards {input.shards:q} --src {params.src:q} --ref {params.ref:q}"
         " --out-src {output.src:q} --out-tgt {output.tgt:q} --report {output.report:q} > {log:q} 2>&1"

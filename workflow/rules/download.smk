@@ -17,14 +17,9 @@ rule download:
         f"{RESULTS}/logs/download/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/download/{{dataset}}.tsv"
-    threads: 1
+    threads: stage_threads("download", 1)
     resources:
-        mem_mb=res("download", "mem_mb", 4000),
-        runtime=res("download", "runtime", 120),
-        cpus_per_task=1,
-        **slurm_resources("download"),
-    conda:
-        CONDA_ENV
+        **stage_resources("download", mem_mb=4000, runtime=120, cpus=1),
     shell:
         "exec {params.python:q} {params.scripts:q}/download.py --dataset {wildcards.dataset:q} --dataset-spec {params.dataset_spec:q}"
         " --sources-spec {params.sources_spec:q} --cache-dir {params.cache:q} --out-dir {params.out_dir:q}"

@@ -26,15 +26,9 @@ rule decode:
         f"{RESULTS}/logs/decode/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/decode/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.tsv"
-    threads: res("decode", "cpus_per_task", config.get("threads", 1))
+    threads: stage_threads("decode")
     resources:
-        gpu=res("decode", "gpu", 0),
-        mem_mb=res("decode", "mem_mb", 4000),
-        runtime=res("decode", "runtime", 30),
-        cpus_per_task=res("decode", "cpus_per_task", config.get("threads", 1)),
-        **slurm_resources("decode"),
-    conda:
-        CONDA_ENV
+        **stage_resources("decode", mem_mb=4000, runtime=30, gpu=True),
     shell:
         "exec {params.python:q} -m aeqa_model.decode.cli --model {input.model:q} --dict {params.dictionary:q}"
         " --src-prefix {params.src:q} --tgt-prefix {params.tgt:q} --decoding {params.decoding:q} {params.teacher:q}"
@@ -72,12 +66,9 @@ rule evaluate:
         f"{RESULTS}/logs/evaluate/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.tsv"
+    threads: stage_threads("evaluate", 1)
     resources:
-        mem_mb=res("evaluate", "mem_mb", 4000),
-        runtime=res("evaluate", "runtime", 30),
-        **slurm_resources("evaluate"),
-    conda:
-        CONDA_ENV
+        **stage_resources("evaluate", mem_mb=4000, runtime=30, cpus=1),
     shell:
         "exec {params.python:q} {params.scripts:q}/evaluate.py --hyp-tok {input.tok:q} --ref-tok {params.ref_tok:q}"
         " --hyp-detok {input.detok:q} --ref-detok {params.ref_detok:q} --src-detok {params.src_detok:q}"

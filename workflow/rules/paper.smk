@@ -7,6 +7,7 @@ for _name in config.get("outputs", {}):
     rule:
         name:
             f"paper_{_name}"
+        localrule: True
         input:
             metrics=output_metrics(_name),
         output:
@@ -22,14 +23,16 @@ for _name in config.get("outputs", {}):
             out_dir=lambda wc, output: str(Path(output[0]).parent),
         log:
             f"{RESULTS}/logs/paper/{_name}.log",
-        conda:
-            CONDA_ENV
         shell:
             "exec {params.python:q} {params.scripts:q}/render_paper.py --target {params.target:q} --spec {params.spec:q}"
             " --paper-dir {params.paper_dir:q} --metrics {input.metrics:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+# The tables, figures, index and learning curves read small JSON/CSV files and
+# take seconds: they run on the machine Snakemake runs on (localrule), not as
+# SLURM jobs.
 rule paper_index:
+    localrule: True
     input:
         [f"{RESULTS}/paper/{n}.{'csv' if output_kind(n) == 'table' else 'png'}" for n in config.get("outputs", {})],
         f"{RESULTS}/paper/learning_curves.png",
@@ -42,8 +45,6 @@ rule paper_index:
         out_dir=lambda wc, output: str(Path(output[0]).parent),
     log:
         f"{RESULTS}/logs/paper/index.log",
-    conda:
-        CONDA_ENV
     shell:
         "exec {params.python:q} {params.scripts:q}/render_paper.py --target index --spec '{{}}' --paper-dir {params.paper_dir:q}"
         " --inputs {input:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
@@ -52,6 +53,7 @@ rule paper_index:
 # Validation BLEU against updates for every model the run trains (issue 14): read
 # from the train_log.csv beside each model.pt.
 rule learning_curves:
+    localrule: True
     input:
         models=trained_models(),
     output:
@@ -65,8 +67,6 @@ rule learning_curves:
         out_dir=lambda wc, output: str(Path(output.png).parent),
     log:
         f"{RESULTS}/logs/paper/learning_curves.log",
-    conda:
-        CONDA_ENV
     shell:
         "exec {params.python:q} {params.scripts:q}/render_paper.py --target learning_curves --inputs {params.logs:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -19,14 +19,9 @@ rule prepare:
         f"{RESULTS}/logs/prepare/{{dataset}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/prepare/{{dataset}}.tsv"
-    threads: res("prepare", "cpus_per_task", 2)
+    threads: stage_threads("prepare", 2)
     resources:
-        mem_mb=res("prepare", "mem_mb", 4000),
-        runtime=res("prepare", "runtime", 240),
-        cpus_per_task=res("prepare", "cpus_per_task", 2),
-        **slurm_resources("prepare"),
-    conda:
-        CONDA_ENV
+        **stage_resources("prepare", mem_mb=4000, runtime=240, cpus=2),
     shell:
         "exec {params.python:q} {params.scripts:q}/prepare.py --spec {params.spec:q} --langs {params.langs:q} --in-dir {params.in_dir:q}"
         " --out-dir {params.out_dir:q} --splits {params.splits:q} --workers {threads} > {log:q} 2>&1"

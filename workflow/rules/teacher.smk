@@ -20,14 +20,8 @@ rule train_teacher:
         f"{RESULTS}/logs/train_teacher/{{dataset}}.{{direction}}.{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_teacher/{{dataset}}.{{direction}}.{{model}}.tsv"
-    threads: res("train_teacher", "cpus_per_task", config.get("threads", 1))
+    threads: stage_threads("train_teacher")
     resources:
-        gpu=res("train_teacher", "gpu", 0),
-        mem_mb=res("train_teacher", "mem_mb", 4000),
-        runtime=res("train_teacher", "runtime", 60),
-        cpus_per_task=res("train_teacher", "cpus_per_task", config.get("threads", 1)),
-        **slurm_resources("train_teacher"),
-    conda:
-        CONDA_ENV
+        **stage_resources("train_teacher", mem_mb=4000, runtime=60, gpu=True),
     shell:
         TRAIN_SHELL

@@ -24,14 +24,8 @@ rule train_nat:
         f"{RESULTS}/logs/train_nat/{{dataset}}.{{direction}}.{{data}}.{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_nat/{{dataset}}.{{direction}}.{{data}}.{{model}}.tsv"
-    threads: res("train_nat", "cpus_per_task", config.get("threads", 1))
+    threads: stage_threads("train_nat")
     resources:
-        gpu=res("train_nat", "gpu", 0),
-        mem_mb=res("train_nat", "mem_mb", 4000),
-        runtime=res("train_nat", "runtime", 60),
-        cpus_per_task=res("train_nat", "cpus_per_task", config.get("threads", 1)),
-        **slurm_resources("train_nat"),
-    conda:
-        CONDA_ENV
+        **stage_resources("train_nat", mem_mb=4000, runtime=60, gpu=True),
     shell:
         TRAIN_SHELL
