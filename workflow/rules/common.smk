@@ -218,6 +218,15 @@ def size_entry(model):
     return {size: sizes[size]} if size in sizes else {}
 
 
+# pretrain_sqs keys only the alignment stage reads: editing them leaves the
+# (shared, expensive) denoising encoder alone.
+ALIGN_ONLY_KEYS = ("align_updates", "alpha", "ema_decay", "batch_size")
+
+
+def encoder_stage_spec():
+    return {k: v for k, v in config["pretrain_sqs"].items() if k not in ALIGN_ONLY_KEYS}
+
+
 def settings_sha(*settings):
     """sha256 of the settings one job reads: its provenance, and the only config hash
     among its params, so an edit elsewhere in the config reruns nothing of it."""

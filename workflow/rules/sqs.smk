@@ -12,7 +12,7 @@ rule pretrain_sqs_encoder:
         stats=f"{RESULTS}/sqs/{{dataset}}/encoder_stats.json",
     params:
         python=PYTHON,
-        spec=jq(config["pretrain_sqs"]),
+        spec=jq(encoder_stage_spec()),
         src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
         tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
         seed=config["seed"],
