@@ -344,3 +344,15 @@ def test_learning_curves_refuse_logs_they_cannot_place(tmp_path):
         render_learning_curves([str(missing)], tmp_path / "out")
     with pytest.raises(InputError, match="no training logs"):
         render_learning_curves([], tmp_path / "out")
+
+
+def test_run_summary_rows_come_from_metrics_and_logs(tmp_path):
+    from aeqa_model.paper.summary import main, summary_rows
+
+    cell = tmp_path / "eval/d/en-de/raw/glat/argmax/metrics.json"
+    cell.parent.mkdir(parents=True)
+    write_json(cell, {"metrics": {"bleu_tok": {"score": 6.861, "sys_len": 150, "ref_len": 100},
+                                  "chrf": {"score": 33.04}}, "provenance": {"seed": 2}})
+    _write_log(tmp_path, ("d", "en-de", "raw", "glat"), [(100, 6.0, 1.5), (200, 5.5, 3.304)])
+    assert summary_rows(tmp_path, "d", "en-de") == ["| raw | glat | argmax | 2 | 6.86 | 33.0 | 1.50 | 3.30 (200) |"]
+    assert main([str(tmp_path / "nowhere")]) == 2

@@ -22,6 +22,8 @@ from aeqa_model.io import InputError, atomic_open  # noqa: E402
 from aeqa_model.paper.figures import save_figure  # noqa: E402
 
 NAME = "learning_curves"
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+LINESTYLES = ("-", "--", ":")
 CSV_FIELDS = ["dataset", "direction", "data", "model", "update", "valid_bleu", "valid_loss", "train_log"]
 
 
@@ -66,21 +68,23 @@ def render_learning_curves(logs: list[str], out_dir: str | Path, notice: str = "
         panels.setdefault((dataset, direction, data), []).append((model, points))
         rows += [{"dataset": dataset, "direction": direction, "data": data, "model": model, **p, "train_log": str(log)}
                  for p in points]
-    cols = min(3, len(panels))
+    cols = min(2, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(6.0 * cols, 4.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(8.5 * cols, 4.6 * nrows), squeeze=False)
     for ax, ((dataset, direction, data), curves) in zip(axes.flat, sorted(panels.items())):
-        for model, points in sorted(curves, key=lambda c: c[0]):
+        for i, (model, points) in enumerate(sorted(curves, key=lambda c: c[0])):
+            # Colour and line style together keep up to 30 models of one panel apart.
+            style = {"color": COLORS[i % len(COLORS)], "linestyle": LINESTYLES[(i // len(COLORS)) % len(LINESTYLES)]}
             if points:
                 ax.plot([p["update"] for p in points], [p["valid_bleu"] for p in points], marker="o", ms=3,
-                        label=model)
+                        label=model, **style)
             else:
-                ax.plot([], [], label=f"{model} (no validation yet)")
+                ax.plot([], [], label=f"{model} (no validation yet)", **style)
         ax.set_title(f"{dataset} {direction} ({data})", fontsize=10)
         ax.set_xlabel("updates")
         ax.set_ylabel("validation BLEU")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if len(curves) > 8 else 1)
+        ax.legend(fontsize=7, ncol=2 if len(curves) > 8 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     title = "Learning curves: validation BLEU (the trainer's greedy decode of the validation subset) against updates"
