@@ -116,16 +116,16 @@ class SemanticQuantizer(nn.Module):
         padding to code 0 afterwards: selecting the non-padding rows would make the
         host wait for the device. The codes are the same; padding costs a little
         search."""
-        keep = None
+        keep = kept = None
         if mask is None or not self.training:
             indices = self.nearest(h.detach())
         elif avoid_sync(h):
             indices = self.nearest(h.detach()).masked_fill(mask, 0)
             keep = ~mask
         else:
-            kept_indices = self.nearest(h.detach()[~mask])
-            indices = torch.zeros(mask.shape, dtype=torch.long, device=h.device).masked_scatter(~mask, kept_indices)
             keep = ~mask
+            kept = h.detach()[keep]
+            indices = torch.zeros(mask.shape, dtype=torch.long, device=h.device).masked_scatter(keep, self.nearest(kept))
         codes = self.lookup(indices).to(h.dtype)
         if self.training:
             with torch.no_grad():
@@ -133,7 +133,7 @@ class SemanticQuantizer(nn.Module):
                 self.usage += counts
                 if self.reset_fraction > 0:
                     self._reset_unused(h.detach().reshape(-1, self.dim), None if keep is None else keep.reshape(-1),
-                                       counts)
+                                       counts, kept)
         return Quantized(indices, codes, h)
 
     def _count(self, indices: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -175,14 +175,15 @@ class SemanticQuantizer(nn.Module):
         return chosen
 
     @torch.no_grad()
-    def _reset_unused(self, flat: torch.Tensor, keep: torch.Tensor | None, counts: torch.Tensor) -> None:
+    def _reset_unused(self, flat: torch.Tensor, keep: torch.Tensor | None, counts: torch.Tensor,
+                      kept: torch.Tensor | None = None) -> None:
         """The NAT's encoder starts untrained, so at first its states may all fall next
         to one pre-aligned code, and the commitment term L_ax would keep them there
         (codebook collapse). Codes that (almost) no state chooses move to random current
         states; a used code is never touched.
 
         ``flat`` (N, D) are this call's vectors and ``keep`` (N,) marks the non-padding
-        ones (None: all)."""
+        ones (None: all); ``kept``, when given, is ``flat[keep]`` already selected."""
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
         self.recent_usage.mul_(self.reset_decay).add_(counts, alpha=1 - self.reset_decay)
@@ -191,7 +192,9 @@ class SemanticQuantizer(nn.Module):
         if avoid_sync(flat):
             self._reset_on_device(flat, keep, unused, even_share)
             return
-        vecs = (flat if keep is None else flat[keep]).float()
+        if kept is None:
+            kept = flat if keep is None else flat[keep]
+        vecs = kept.float()
         n_unused = int(unused.sum())
         if n_unused == 0 or len(vecs) == 0:
             return
