@@ -36,3 +36,23 @@ def test_decode_speed_reports_speedups_over_the_at():
     speedups = {row["model"]: row["speedup_over_AT"] for row in rows}
     assert speedups["AT (beam 4)"] == 1.0 and len(speedups) == 6
     assert all(value > 0 for value in speedups.values())
+
+
+def test_gpu_check_quick_runs_every_step_on_cpu_and_prints_one_summary():
+    """benchmarks/gpu_check.sh in its quick CPU mode (toy sizes): every step exits 0 and
+    the summary has the device line and one table per benchmark."""
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--quick", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=900,
+                          env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert out.startswith("# gpu_check --quick") and "torch " in out.splitlines()[0]
+    for section in ("## Training target tokens/s", "## AEQA-NAT overhead", "## Batch-1 decoding",
+                    "## Host syncs in one training step", "## Steps"):
+        assert section in out, section
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    for arch in ("at", "vanilla_nat", "ctc", "glat", "cmlm", "dat", "aeqa_nat", "aeqa_dat"):
+        assert arch in rows, arch                                     # every architecture measured
+    assert "| aeqa_nat/glat |" in out
+    sync_rows = out.split("## Host syncs")[1].split("## Steps")[0]
+    assert "| aeqa_nat | yes | yes |" in sync_rows and "| glat | yes | yes |" in sync_rows

@@ -21,6 +21,7 @@ from torch import nn
 
 from aeqa_model.models.base import LossTerm
 from aeqa_model.models.glancing import GlanceSchedule, choose_glance_positions, glance_counts, same_dropout
+from aeqa_model.models.hostsync import avoid_sync
 from aeqa_model.models.nat import VanillaNAT
 from aeqa_model.models.sqs import SemanticQuantizer
 
@@ -123,6 +124,17 @@ def aligned_reordering(target_embed: torch.Tensor, quantized: torch.Tensor, tgt_
     return alignment.argmax(-1).masked_fill(tgt_mask, 0)
 
 
+def pointer_loss(ptr: torch.Tensor, perm: torch.Tensor, tgt_mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the pointer logits (B, n, m) against the permutation (B, n),
+    averaged over the non-padding positions. On a GPU (``avoid_sync``) padding is
+    ignored (``ignore_index``) instead of selecting the real rows, which would make
+    the host wait for the device."""
+    if avoid_sync(ptr):
+        return F.cross_entropy(ptr.float().flatten(0, 1), perm.masked_fill(tgt_mask, -100).flatten(),
+                               ignore_index=-100)
+    return F.cross_entropy(ptr.float()[~tgt_mask], perm[~tgt_mask])
+
+
 class AEQANAT(VanillaNAT):
     arch = "aeqa_nat"
     default_decoding = "argmax"
@@ -179,7 +191,7 @@ class AEQANAT(VanillaNAT):
         h_y = encode_target(self, target, y_mask, self.target_dropout)               # H_y
         q_x = self.sqs(enc, enc_mask)                                                # Eq. 4
         q_y = self.sqs(h_y, y_mask)                                                  # Eq. 5
-        h_m, tgt_mask = self.copy_inputs(enc, enc_mask, tgt_lengths)                 # softcopy
+        h_m, tgt_mask = self.copy_inputs(enc, enc_mask, tgt_lengths, self.target_width(target))  # softcopy
         q_m = self.sqs(h_m, tgt_mask)
         inputs = q_m.straight if self.quantize_input else h_m
         glance_vectors = q_y.codes if self.quantize_input else h_y
@@ -188,7 +200,7 @@ class AEQANAT(VanillaNAT):
         if self.reordering:                                                          # Eq. 14
             perm = aligned_reordering(self.embed.lookup(target), q_m.codes.detach(), tgt_mask, tgt_mask)
             ptr = self.pointer_logits(q_m.codes.detach(), tgt_mask)
-            terms["pointer"] = LossTerm(F.cross_entropy(ptr.float()[~tgt_mask], perm[~tgt_mask]))
+            terms["pointer"] = LossTerm(pointer_loss(ptr, perm, tgt_mask))
             inputs = self.gather_positions(inputs, perm)
 
         glanced = torch.zeros_like(tgt_mask)

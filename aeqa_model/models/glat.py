@@ -39,7 +39,7 @@ class GLAT(VanillaNAT):
 
     def losses(self, batch, update: int):
         enc, enc_mask = self.encode(batch.src)
-        inputs, tgt_mask = self.decoder_inputs(enc, enc_mask, batch.target_lengths)
+        inputs, tgt_mask = self.decoder_inputs(enc, enc_mask, batch.target_lengths, self.target_width(batch.target))
         inputs, glanced = self.glance(inputs, tgt_mask, enc, enc_mask, batch.target, update)
         layer_logits, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
         # The loss covers only the positions the decoder did not see.

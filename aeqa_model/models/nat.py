@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aeqa_model.models.base import LossTerm, Seq2SeqModel, label_smoothed_ce
+from aeqa_model.models.hostsync import avoid_sync
 from aeqa_model.models.transformer import Decoder
 
 
@@ -100,9 +101,15 @@ class VanillaNAT(Seq2SeqModel):
         chosen = torch.where(torch.isfinite(top.values), chosen, chosen[:, :1])
         return chosen.clamp(min=1)
 
-    def copy_inputs(self, enc, enc_mask, tgt_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder inputs H_m of length max(tgt_lengths) and their padding mask."""
-        tgt_len = int(tgt_lengths.max().clamp(min=1))
+    def copy_inputs(self, enc, enc_mask, tgt_lengths: torch.Tensor,
+                    tgt_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder inputs H_m of length max(tgt_lengths) and their padding mask.
+
+        Training passes ``tgt_len``, the width of the padded target batch (which is
+        max(tgt_lengths): the loss compares the two position by position), so the
+        length need not be read back from the device (a host sync on a GPU)."""
+        if tgt_len is None:
+            tgt_len = int(tgt_lengths.max().clamp(min=1))
         tgt_mask = torch.arange(tgt_len, device=enc.device)[None, :] >= tgt_lengths[:, None]
         if self.copy == "uniform":
             src_len = self.source_lengths(enc_mask).clamp(min=1).float()
@@ -135,14 +142,23 @@ class VanillaNAT(Seq2SeqModel):
     def predict_tokens(self, inputs, tgt_mask, enc, enc_mask) -> torch.Tensor:
         """Argmax tokens of one decoder pass, pad at padding positions (the glancing
         first pass, Eq. 11). The output layer, the largest part of the pass, runs
-        only at the non-padding positions."""
+        only at the non-padding positions on CPU; on a GPU (``avoid_sync``) at every
+        position, padding masked afterwards, because selecting the rows would make
+        the host wait for the device."""
         _, last = self.run_decoder(inputs, tgt_mask, enc, enc_mask, final_logits=False)
+        if avoid_sync(last):
+            return self.embed.logits(last).argmax(-1).masked_fill(tgt_mask, self.pad)
         keep = ~tgt_mask
         tokens = torch.full(tgt_mask.shape, self.pad, dtype=torch.long, device=tgt_mask.device)
         return tokens.masked_scatter(keep, self.embed.logits(last[keep]).argmax(-1))
 
-    def decoder_inputs(self, enc, enc_mask, tgt_lengths):
-        return self.copy_inputs(enc, enc_mask, tgt_lengths)
+    def decoder_inputs(self, enc, enc_mask, tgt_lengths, tgt_len: int | None = None):
+        return self.copy_inputs(enc, enc_mask, tgt_lengths, tgt_len)
+
+    @staticmethod
+    def target_width(target: torch.Tensor) -> int:
+        """The decoder length in training: the padded target's width (at least 1)."""
+        return max(int(target.size(1)), 1)
 
     # --------------------------------------------------------------- losses --
     def translation_loss(self, layer_logits, target) -> LossTerm:
@@ -152,7 +168,7 @@ class VanillaNAT(Seq2SeqModel):
 
     def losses(self, batch, update: int):
         enc, enc_mask = self.encode(batch.src)
-        inputs, tgt_mask = self.decoder_inputs(enc, enc_mask, batch.target_lengths)
+        inputs, tgt_mask = self.decoder_inputs(enc, enc_mask, batch.target_lengths, self.target_width(batch.target))
         layer_logits, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
         return {"nat": self.translation_loss(layer_logits, batch.target),
                 "length": LossTerm(self.length_loss(enc, enc_mask, batch.target_lengths), self.length_weight)}

@@ -2,8 +2,9 @@
 
 * nearest-neighbour quantization z_q(h) = argmin_k ||h - e_k||  (Eq. 4-5),
   vectorized as one fused ``||e||^2 - 2 h.e`` matrix product over all codes
-  (``||h||^2`` is the same for every code and cannot change the argmin); only
-  non-padding vectors are searched;
+  (``||h||^2`` is the same for every code and cannot change the argmin); on CPU
+  only non-padding vectors are searched, on a GPU every position is and padding
+  is masked afterwards (no host sync, see models/hostsync.py);
 * straight-through estimator: h + sg(z_q(h) - h) passes gradients to h;
 * EMA codebook update (Eq. 6) with Laplace-smoothed counts; dead codes are
   re-seeded from the current batch; counts and sums are all-reduced across DDP
@@ -22,6 +23,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from aeqa_model.models.hostsync import avoid_sync
 
 
 @dataclass
@@ -107,23 +110,41 @@ class SemanticQuantizer(nn.Module):
         """Quantize ``h``; in training, ``mask`` (True at padding) leaves padding out of
         the search and the usage counts (padding positions get code 0; every consumer
         masks them). Outside training every position is searched: at inference padding
-        is rare and selecting rows would cost more than it saves."""
+        is rare and selecting rows would cost more than it saves.
+
+        On a GPU (``avoid_sync``) training searches every position too and sets
+        padding to code 0 afterwards: selecting the non-padding rows would make the
+        host wait for the device. The codes are the same; padding costs a little
+        search."""
+        keep = kept = None
         if mask is None or not self.training:
             indices = self.nearest(h.detach())
-            kept = h.detach().reshape(-1, self.dim)
-            kept_indices = indices.reshape(-1)
+        elif avoid_sync(h):
+            indices = self.nearest(h.detach()).masked_fill(mask, 0)
+            keep = ~mask
         else:
-            kept = h.detach()[~mask]
-            kept_indices = self.nearest(kept)
-            indices = torch.zeros(mask.shape, dtype=torch.long, device=h.device).masked_scatter(~mask, kept_indices)
+            keep = ~mask
+            kept = h.detach()[keep]
+            indices = torch.zeros(mask.shape, dtype=torch.long, device=h.device).masked_scatter(keep, self.nearest(kept))
         codes = self.lookup(indices).to(h.dtype)
         if self.training:
             with torch.no_grad():
-                counts = torch.bincount(kept_indices, minlength=self.num_codes).float()
+                counts = self._count(indices, keep)
                 self.usage += counts
                 if self.reset_fraction > 0:
-                    self._reset_unused(kept.float(), counts)
+                    self._reset_unused(h.detach().reshape(-1, self.dim), None if keep is None else keep.reshape(-1),
+                                       counts, kept)
         return Quantized(indices, codes, h)
+
+    def _count(self, indices: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """How many (non-padding) vectors chose each code: ``bincount`` with a fixed
+        size, as an ``index_add_`` of ones (``bincount`` reads its input's maximum back
+        to the host on CUDA, even with ``minlength``). The counts are whole numbers, so
+        the order of the additions cannot change them."""
+        flat = indices.reshape(-1)
+        ones = (torch.ones(flat.shape, device=flat.device) if keep is None
+                else keep.reshape(-1).to(torch.float32))
+        return torch.zeros(self.num_codes, device=flat.device).index_add_(0, flat, ones)
 
     @torch.no_grad()
     def ema_update(self, h: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor | None = None) -> None:
@@ -154,22 +175,52 @@ class SemanticQuantizer(nn.Module):
         return chosen
 
     @torch.no_grad()
-    def _reset_unused(self, vecs: torch.Tensor, counts: torch.Tensor) -> None:
+    def _reset_unused(self, flat: torch.Tensor, keep: torch.Tensor | None, counts: torch.Tensor,
+                      kept: torch.Tensor | None = None) -> None:
         """The NAT's encoder starts untrained, so at first its states may all fall next
         to one pre-aligned code, and the commitment term L_ax would keep them there
         (codebook collapse). Codes that (almost) no state chooses move to random current
-        states; a used code is never touched."""
+        states; a used code is never touched.
+
+        ``flat`` (N, D) are this call's vectors and ``keep`` (N,) marks the non-padding
+        ones (None: all); ``kept``, when given, is ``flat[keep]`` already selected."""
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
         self.recent_usage.mul_(self.reset_decay).add_(counts, alpha=1 - self.reset_decay)
         even_share = self.recent_usage.sum() / self.num_codes
         unused = self.recent_usage < self.reset_fraction * even_share
+        if avoid_sync(flat):
+            self._reset_on_device(flat, keep, unused, even_share)
+            return
+        if kept is None:
+            kept = flat if keep is None else flat[keep]
+        vecs = kept.float()
         n_unused = int(unused.sum())
         if n_unused == 0 or len(vecs) == 0:
             return
         chosen = self._draw_states(vecs, n_unused, seed=int(self.usage.sum()) + n_unused)
         self.codebook.data[unused] = chosen.to(self.codebook.dtype)
         self.recent_usage[unused] = even_share
+
+    def _reset_on_device(self, flat: torch.Tensor, keep: torch.Tensor | None, unused: torch.Tensor,
+                         even_share: torch.Tensor) -> None:
+        """The reset without host syncs (GPU): every code draws a random non-padding
+        state, and ``torch.where`` moves only the unused codes onto theirs. The draw
+        comes from torch's global generator (saved in checkpoints with the other
+        random states), a fixed K numbers per call whether or not a code moves. It
+        is not the CPU form's draw: the codes move to other (equally random) states."""
+        keep = torch.ones(flat.size(0), dtype=torch.bool, device=flat.device) if keep is None else keep
+        seen = torch.cumsum(keep.long(), 0)                     # real rows up to and including each row
+        n_real = seen[-1] if len(seen) else torch.zeros((), dtype=torch.long, device=flat.device)
+        draw = (torch.rand(self.num_codes, device=flat.device) * n_real).long()
+        draw = torch.minimum(draw, (n_real - 1).clamp(min=0))  # the j-th real row, 0-based
+        rows = torch.searchsorted(seen, draw + 1).clamp(max=max(flat.size(0) - 1, 0))
+        chosen = flat[rows].float() if flat.size(0) else flat.new_zeros(self.num_codes, self.dim).float()
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(chosen, src=0)                       # every rank moves its codes alike
+        unused = unused & (n_real > 0)
+        self.codebook.data.copy_(torch.where(unused[:, None], chosen.to(self.codebook.dtype), self.codebook.data))
+        self.recent_usage.copy_(torch.where(unused, even_share, self.recent_usage))
 
     @torch.no_grad()
     def _reseed_dead(self, vecs: torch.Tensor) -> None:

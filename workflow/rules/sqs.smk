@@ -1,7 +1,9 @@
 # Stage 6: pre-aligned Semantic Quantization Space (App. A.2). The multilingual
 # encoder (embedded denoising model, or a local mBART) is prepared once per
 # dataset; the alignment with the EMA codebook runs per codebook size K and
-# NAT width D.
+# NAT width D. Both run on the config's `device`, under torchrun with gpu > 1,
+# and checkpoint like training: exit code 75 = interrupted after a checkpoint
+# (SLURM time-limit signal), the rerun resumes (`exec`: see TRAIN_SHELL).
 
 
 rule pretrain_sqs_encoder:
@@ -16,6 +18,8 @@ rule pretrain_sqs_encoder:
         src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
         tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
         seed=config["seed"],
+        device=config.get("device", "auto"),
+        launcher=lambda wc, resources: launcher(resources),
     log:
         f"{RESULTS}/logs/pretrain_sqs/{{dataset}}.encoder.log",
     benchmark:
@@ -30,9 +34,10 @@ rule pretrain_sqs_encoder:
     conda:
         CONDA_ENV
     shell:
-        "exec {params.python:q} -m aeqa_model.sqs_pretrain --stage encoder --spec {params.spec:q} --src-text {params.src:q}"
+        "exec {params.launcher:q} -m aeqa_model.sqs_pretrain --stage encoder --spec {params.spec:q} --src-text {params.src:q}"
         " --tgt-text {params.tgt:q} --codebook-size 0 --dim 0 --encoder-out {output.encoder:q}"
-        " --out /dev/null --stats {output.stats:q} --seed {params.seed} --threads {threads} > {log:q} 2>&1"
+        " --out /dev/null --stats {output.stats:q} --seed {params.seed} --device {params.device:q}"
+        " --threads {threads} > {log:q} 2>&1"
 
 
 rule pretrain_sqs:
@@ -50,6 +55,8 @@ rule pretrain_sqs:
         src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
         tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
         seed=config["seed"],
+        device=config.get("device", "auto"),
+        launcher=lambda wc, resources: launcher(resources),
     log:
         f"{RESULTS}/logs/pretrain_sqs/{{dataset}}.K{{k}}_D{{dim}}.log",
     benchmark:
@@ -64,10 +71,10 @@ rule pretrain_sqs:
     conda:
         CONDA_ENV
     shell:
-        "exec {params.python:q} -m aeqa_model.sqs_pretrain --stage align --spec {params.spec:q} --src-text {params.src:q}"
+        "exec {params.launcher:q} -m aeqa_model.sqs_pretrain --stage align --spec {params.spec:q} --src-text {params.src:q}"
         " --tgt-text {params.tgt:q} --codebook-size {wildcards.k} --dim {wildcards.dim}"
         " --encoder-out {input.encoder:q} --out {output.sqs:q} --stats {output.stats:q} --seed {params.seed}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
 # A model entry with `sqs_align_updates: N` gets a pre-alignment of N updates of its
@@ -86,6 +93,8 @@ use rule pretrain_sqs as pretrain_sqs_variant with:
         src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
         tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
         seed=config["seed"],
+        device=config.get("device", "auto"),
+        launcher=lambda wc, resources: launcher(resources),
     log:
         f"{RESULTS}/logs/pretrain_sqs/{{dataset}}.K{{k}}_D{{dim}}_A{{align}}.log",
     benchmark:
