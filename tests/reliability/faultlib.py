@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -113,3 +114,35 @@ def snakemake_env() -> dict:
 def run_snakemake(workdir: Path, configfile: Path, results: Path, *extra: str, timeout: float = 600):
     return subprocess.run(snakemake_cmd(workdir, configfile, results, *extra), cwd=workdir, env=snakemake_env(),
                           capture_output=True, text=True, timeout=timeout)
+
+
+_FORKSERVER = None
+
+
+def forkserver(preload: list[str]):
+    """A forkserver that imports ``preload`` once: each run of a driver is a fresh
+    process (a SIGKILL kills just it), without paying for the torch import every time.
+    The forkserver is one per test session: the first caller's preload list wins, the
+    others' modules are imported by the children themselves."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        _FORKSERVER = multiprocessing.get_context("forkserver")
+        _FORKSERVER.set_forkserver_preload(list(preload))
+    return _FORKSERVER
+
+
+class Run:
+    """A finished (or running) driver process: its exit code and its log."""
+
+    def __init__(self, process, log: Path):
+        self.process, self.log = process, log
+
+    @property
+    def returncode(self):
+        return self.process.exitcode
+
+    @property
+    def stderr(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    stdout = ""   # the driver logs everything to its log file (read as stderr)

@@ -4,7 +4,6 @@ uninterrupted run; no checkpoint is ever half written under its real name."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
 import time
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from tests.reliability import train_driver
-from tests.reliability.faultlib import write_tiny_corpus
+from tests.reliability.faultlib import Run, forkserver, write_tiny_corpus
 
 pytestmark = pytest.mark.fault
 
@@ -27,38 +26,8 @@ SPEC = {"max_updates": 12, "max_tokens": 120, "update_freq": 1, "lr": 1e-3, "war
         "validate_every": 4, "validate_bleu_sentences": 0, "save_every": 4, "keep_last": 2,
         "average_last": 2, "final": "average", "weight_decay": 0.01, "clip_norm": 1.0, "tensorboard": False}
 KILLED = -signal.SIGKILL
-
-
-_FORKSERVER = None
-
-
-def _context():
-    """A forkserver with torch and the trainer imported: each training run is a fresh
-    process (a SIGKILL kills just it), without paying for the torch import every time."""
-    global _FORKSERVER
-    if _FORKSERVER is None:
-        _FORKSERVER = multiprocessing.get_context("forkserver")
-        _FORKSERVER.set_forkserver_preload([
-            "torch", "torch._dynamo", "torch.optim", "aeqa_model.train.cli", "aeqa_model.models.at",
-            "tests.reliability.train_driver"])
-    return _FORKSERVER
-
-
-class Run:
-    """A finished (or running) training process: its exit code and its log."""
-
-    def __init__(self, process, log: Path):
-        self.process, self.log = process, log
-
-    @property
-    def returncode(self):
-        return self.process.exitcode
-
-    @property
-    def stderr(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    stdout = ""
+PRELOAD = ["torch", "torch._dynamo", "torch.optim", "aeqa_model.train.cli", "aeqa_model.models.at",
+           "tests.reliability.train_driver"]
 
 
 def train(data: Path, out: Path, fault: str = "", model=MODEL, spec=SPEC, wait=True) -> Run:
@@ -69,7 +38,7 @@ def train(data: Path, out: Path, fault: str = "", model=MODEL, spec=SPEC, wait=T
             "--seed", "3", "--device", "cpu", "--threads", "1"]
     out.mkdir(parents=True, exist_ok=True)
     log = out.parent / f"{out.name}.{len(list(out.parent.glob(out.name + '.*.log')))}.log"
-    process = _context().Process(target=train_driver.run, args=(argv, fault, str(log)))
+    process = forkserver(PRELOAD).Process(target=train_driver.run, args=(argv, fault, str(log)))
     process.start()
     if wait:
         process.join(300)

@@ -5,7 +5,6 @@ error naming the file."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import shutil
 import signal
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from tests.reliability import sqs_driver
+from tests.reliability.faultlib import Run, forkserver
 
 pytestmark = pytest.mark.fault
 
@@ -24,29 +24,7 @@ SPEC = {"encoder": "embedded", "mbart_path": None,
                      "sentencepiece_vocab": 100, "batch_size": 4},
         "align_updates": 12, "batch_size": 4, "alpha": 0.5, "ema_decay": 0.99, "lr": 1e-3, "save_every": 4}
 KILLED = -signal.SIGKILL
-_FORKSERVER = None
-
-
-def _context():
-    global _FORKSERVER
-    if _FORKSERVER is None:
-        _FORKSERVER = multiprocessing.get_context("forkserver")
-        _FORKSERVER.set_forkserver_preload(["torch", "torch.optim", "sentencepiece", "aeqa_model.sqs_pretrain",
-                                            "tests.reliability.sqs_driver"])
-    return _FORKSERVER
-
-
-class Run:
-    def __init__(self, process, log: Path):
-        self.process, self.log = process, log
-
-    @property
-    def returncode(self):
-        return self.process.exitcode
-
-    @property
-    def stderr(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
+PRELOAD = ["torch", "torch.optim", "sentencepiece", "aeqa_model.sqs_pretrain", "tests.reliability.sqs_driver"]
 
 
 def pretrain(corpus: Path, out: Path, stage: str, fault: str = "", encoder: Path | None = None, spec=SPEC) -> Run:
@@ -63,7 +41,7 @@ def pretrain(corpus: Path, out: Path, stage: str, fault: str = "", encoder: Path
         argv += ["--codebook-size", "32", "--dim", "8", "--out", str(out / "K32_D8" / "sqs.pt"),
                  "--stats", str(out / "K32_D8" / "stats.json")]
     log = out / f"{stage}.{len(list(out.glob(stage + '.*.log')))}.log"
-    process = _context().Process(target=sqs_driver.run, args=(argv, fault, str(log)))
+    process = forkserver(PRELOAD).Process(target=sqs_driver.run, args=(argv, fault, str(log)))
     process.start()
     process.join(300)
     assert process.exitcode is not None, "the pretrain_sqs process hung"
