@@ -11,11 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from aeqa_model import sqs_pretrain
+from tests.reliability.faultlib import write_text_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = {"encoder": "embedded", "mbart_path": None,
@@ -26,16 +26,7 @@ SPEC = {"encoder": "embedded", "mbart_path": None,
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    rng = np.random.default_rng(0)
-    src, tgt = [], []
-    for _ in range(120):
-        ids = rng.integers(0, 40, size=int(rng.integers(3, 10)))
-        src.append(" ".join(f"word{i}" for i in ids))
-        tgt.append(" ".join(f"wort{(i * 7) % 40}" for i in ids[::-1]))
-    (out / "train.en").write_text("\n".join(src) + "\n", encoding="utf-8")
-    (out / "train.de").write_text("\n".join(tgt) + "\n", encoding="utf-8")
-    return out
+    return write_text_corpus(tmp_path_factory.mktemp("corpus"), 120)
 
 
 def argv(corpus: Path, out: Path, stage: str, device: str = "cpu", spec=SPEC) -> list[str]:

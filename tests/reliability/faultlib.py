@@ -146,3 +146,19 @@ class Run:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     stdout = ""   # the driver logs everything to its log file (read as stderr)
+
+
+def write_text_corpus(out: Path, sentences: int) -> Path:
+    """``out/train.en`` and ``out/train.de``: ``sentences`` seeded pseudo-sentence pairs
+    (the target reverses and renames the source words), the raw text pretrain_sqs reads."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    src, tgt = [], []
+    for _ in range(sentences):
+        ids = rng.integers(0, 40, size=int(rng.integers(3, 10)))
+        src.append(" ".join(f"word{i}" for i in ids))
+        tgt.append(" ".join(f"wort{(i * 7) % 40}" for i in ids[::-1]))
+    (out / "train.en").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (out / "train.de").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    return out

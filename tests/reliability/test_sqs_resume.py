@@ -9,12 +9,11 @@ import shutil
 import signal
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from tests.reliability import sqs_driver
-from tests.reliability.faultlib import Run, forkserver
+from tests.reliability.faultlib import Run, forkserver, write_text_corpus
 
 pytestmark = pytest.mark.fault
 
@@ -50,16 +49,7 @@ def pretrain(corpus: Path, out: Path, stage: str, fault: str = "", encoder: Path
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sqs_corpus")
-    rng = np.random.default_rng(0)
-    src, tgt = [], []
-    for _ in range(150):
-        ids = rng.integers(0, 40, size=int(rng.integers(3, 10)))
-        src.append(" ".join(f"word{i}" for i in ids))
-        tgt.append(" ".join(f"wort{(i * 7) % 40}" for i in ids[::-1]))
-    (out / "train.en").write_text("\n".join(src) + "\n", encoding="utf-8")
-    (out / "train.de").write_text("\n".join(tgt) + "\n", encoding="utf-8")
-    return out
+    return write_text_corpus(tmp_path_factory.mktemp("sqs_corpus"), 150)
 
 
 @pytest.fixture(scope="module")

@@ -31,26 +31,14 @@ from aeqa_model.io import InputError
 from aeqa_model.train.build import load_model
 from tests.conftest import VOCAB, make_pairs
 from tests.reliability.faultlib import sha256, write_tiny_corpus
-from tests.reliability.test_kill_resume import MODEL, SIZES, SPEC, assert_same_run, load, train
+from tests.reliability.test_kill_resume import (MODEL, SIZES, SPEC, assert_same_run, data, load,  # noqa: F401
+                                                reference, train)  # (data, reference: the shared fixtures)
 
 pytestmark = pytest.mark.fault
 
 DIVERGED = 1      # the train cli's exit code for a diverged run
 BAD_INPUT = 2     # ... for unusable data, settings or checkpoints
 HANG_TIMEOUT = 90  # seconds; the tiny runs below take a few
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_tiny_corpus(tmp_path_factory.mktemp("bin"))
-
-
-@pytest.fixture(scope="module")
-def reference(data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference")
-    proc = train(data, out)
-    assert proc.returncode == 0, proc.stderr
-    return out
 
 
 def error_line(run) -> str:
