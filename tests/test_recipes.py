@@ -294,6 +294,98 @@ def test_multi_reference(tmp_path):
     assert read_lines(orig / "test.ids") == ["3", "17"]
 
 
+# ---------------------------------------------------------------- Debian descriptions (DDTP)
+
+def _translation_file(path: Path, lang: str, stanzas: list[tuple[str, str, list[str]]]) -> str:
+    """A Translation-<lang> file: (package, md5, description lines) per stanza, compressed by suffix."""
+    import bz2
+    import lzma
+    text = "".join(f"Package: {pkg}\nDescription-md5: {md5}\nDescription-{lang}: {lines[0]}\n"
+                   + "".join(f" {line}\n" for line in lines[1:]) + "\n" for pkg, md5, lines in stanzas)
+    data = text.encode("utf-8")
+    compress = {".xz": lzma.compress, ".bz2": bz2.compress, ".gz": gzip.compress}.get(path.suffix, lambda b: b)
+    path.write_bytes(compress(data))
+    return str(path)
+
+
+def _ddtp_sources(tmp_path, n_filler=12):
+    english = [
+        ("alpha", "m1", ["tool for alpha things", "Alpha reads files. It writes them back.", ".",
+                         "Features:", " * fast output", " * small memory use"]),
+        ("beta", "m2", ["beta library", "Beta has one paragraph only."]),          # units differ: dropped
+        ("gamma", "m3", ["gamma viewer", "It shows e.g. images and text. Nothing else."]),
+        ("delta", "m4", ["delta", "Delta is untranslated."]),                       # no German stanza
+        ("same", "m5", ["Python", "Same words."]),                                   # synopsis untranslated
+    ]
+    german = [
+        ("alpha", "m1", ["Werkzeug für Alpha-Dinge", "Alpha liest Dateien. Es schreibt sie zurück.", ".",
+                         "Funktionen:", " * schnelle Ausgabe", " * wenig Speicherbedarf"]),
+        ("beta", "m2", ["Beta-Bibliothek", "Beta hat einen Absatz.", ".", "Und noch einen."]),
+        ("gamma", "m3", ["Gamma-Betrachter", "Es zeigt z. B. Bilder und Text. Sonst nichts.", "Ja."]),
+        ("same", "m5", ["Python", "Gleiche Wörter."]),
+    ]
+    for i in range(n_filler):
+        english.append((f"pkg{i}", f"f{i}", [f"filler package number {i}"]))
+        german.append((f"pkg{i}", f"f{i}", [f"Füllpaket Nummer {i}"]))
+    return {"en": _translation_file(tmp_path / "Translation-en.xz", "en", english),
+            "de": _translation_file(tmp_path / "Translation-de.bz2", "de", german)}
+
+
+def test_debian_descriptions_pairs_units_and_sentences(tmp_path):
+    paths = _ddtp_sources(tmp_path)
+    spec = {"recipe": "debian_descriptions", "langs": ["en", "de"], "sources": ["en", "de"],
+            "recipe_options": {"locale": "de", "valid_size": 2, "test_size": 2, "split_seed": 3}}
+    manifest = build_dataset("ddtp", spec, paths, tmp_path / "orig", log=lambda m: None)
+    orig = tmp_path / "orig"
+    pairs = set()
+    for split in ("train", "valid", "test"):
+        pairs |= set(zip(read_lines(orig / f"{split}.en"), read_lines(orig / f"{split}.de")))
+    # sentences split where both sides agree, list items as their own units
+    assert ("Alpha reads files.", "Alpha liest Dateien.") in pairs
+    assert ("It writes them back.", "Es schreibt sie zurück.") in pairs
+    assert ("Features:", "Funktionen:") in pairs and ("fast output", "schnelle Ausgabe") in pairs
+    # "e.g." and "z. B." do not end a sentence; the paragraph's sentence counts differ (2 vs 3), so
+    # the unit stays whole
+    assert ("It shows e.g. images and text. Nothing else.",
+            "Es zeigt z. B. Bilder und Text. Sonst nichts. Ja.") in pairs
+    # beta: different unit counts -> the whole description is dropped; delta: no translation;
+    # "Python" = "Python": untranslated
+    assert not any("Beta" in en or "elta" in en or en == "Python" for en, _ in pairs)
+    assert ("Same words.", "Gleiche Wörter.") in pairs
+    assert manifest["splits"] == {"train": len(pairs) - 4, "valid": 2, "test": 2}
+    assert manifest["descriptions"] == {"en": 17, "de": 16}
+    steps = {s["step"]: s["remaining"] for s in manifest["filters"]}
+    assert steps["descriptions in both files (of 17 en, 16 de)"] == 16
+    # the same inputs and seed give the same files
+    build_dataset("ddtp", spec, paths, tmp_path / "again", log=lambda m: None)
+    for split in ("train", "valid", "test"):
+        assert (tmp_path / "again" / f"{split}.de").read_bytes() == (orig / f"{split}.de").read_bytes()
+
+
+def test_debian_descriptions_checks_the_languages(tmp_path):
+    paths = _ddtp_sources(tmp_path)
+    spec = {"recipe": "debian_descriptions", "langs": ["en", "de"], "sources": ["de", "en"],
+            "recipe_options": {"locale": "de", "valid_size": 2, "test_size": 2}}
+    with pytest.raises(InputError, match="expected Description-en fields, found Description-de"):
+        build_dataset("ddtp", spec, paths, tmp_path / "orig", log=lambda m: None)
+    (tmp_path / "bad.xz").write_bytes(b"not xz")
+    with pytest.raises(InputError, match="bad.xz: cannot read the Translation file"):
+        build_dataset("ddtp", {**spec, "sources": ["en", "de"]}, {"en": str(tmp_path / "bad.xz"), "de": paths["de"]},
+                      tmp_path / "orig", log=lambda m: None)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("One. Two! Three? Four", ["One.", "Two!", "Three?", "Four"]),
+    ("Use e.g. this. Or z.B. that.", ["Use e.g. this.", "Or z.B. that."]),
+    ("Version 2. It works.", ["Version 2.", "It works."]),
+    ("A. Smith wrote it. Yes.", ["A. Smith wrote it.", "Yes."]),
+    ("lower. case stays", ["lower. case stays"]),
+])
+def test_split_sentences(text, expected):
+    from aeqa_model.data.recipes import split_sentences
+    assert split_sentences(text) == expected
+
+
 def test_unknown_recipe(tmp_path):
     with pytest.raises(InputError, match="unknown recipe"):
         build_dataset("x", {"recipe": "magic", "langs": ["en", "de"], "sources": []}, {}, tmp_path)
