@@ -19,16 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeqa_model.models.base import LossTerm
+from aeqa_model.models.base import LossTerm, masked_mean
 from aeqa_model.models.glancing import GlanceSchedule, choose_glance_positions, glance_counts, same_dropout
 from aeqa_model.models.hostsync import avoid_sync
 from aeqa_model.models.nat import VanillaNAT
 from aeqa_model.models.sqs import SemanticQuantizer
-
-
-def masked_mean(x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-    keep = (~pad_mask).unsqueeze(-1).to(x.dtype)
-    return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
 
 
 SQA_TERMS = ("ax", "xy", "ay")
