@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from aeqa_model.data.batching import ParallelCorpus
+from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.io import InputError, atomic_open
 from aeqa_model.models.base import LossTerm, total_loss
@@ -443,8 +444,8 @@ class Trainer:
         for start in range(0, len(ids), 64):
             batch = self.valid_data.batch(ids[start:start + 64]).to(self.device)
             for hyp, ref in zip(generate(self.model, batch.src, self.model.validation_decoding), batch.target.tolist()):
-                hyps.append((d.decode(hyp) + " ").replace("@@ ", "").strip())
-                refs.append((d.decode(ref) + " ").replace("@@ ", "").strip())
+                hyps.append(remove_bpe(d.decode(hyp)))
+                refs.append(remove_bpe(d.decode(ref)))
         self.model.train()
         return float(sacrebleu.corpus_bleu(hyps, [refs], tokenize="none", force=True).score)
 
