@@ -48,10 +48,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from aeqa_model.device import pick_device
 from aeqa_model.io import InputError, atomic_open, read_lines, write_json
+from aeqa_model.models.base import masked_mean
 from aeqa_model.models.sqs import SemanticQuantizer
-from aeqa_model.train.trainer import (RERUN_EXIT_CODE, SignalFlag, amp_dtype, pick_device, rng_state,
-                                      save_checkpoint, set_rng_state)
+from aeqa_model.train.trainer import RERUN_EXIT_CODE, SignalFlag, amp_dtype, rng_state, save_checkpoint, set_rng_state
 
 MBART_REQUIRED = ("config.json", "sentencepiece.bpe.model")
 DEFAULT_SAVE_EVERY = 1000   # pretrain_sqs.save_every
@@ -522,11 +523,11 @@ def align(encoder: nn.Module, encode: Callable, dim_in: int, pairs: list[tuple[l
         with rt.autocast():
             hx, mx, hy, my = trained(x, y)                                # fp32 from here on
         qx, qy = quantizer(hx, mx), quantizer(hy, my)
-        keep_x, keep_y = (~mx).unsqueeze(-1).float(), (~my).unsqueeze(-1).float()
-        zbar_x = (qx.straight * keep_x).sum(1) / keep_x.sum(1)          # z_q-bar(H_x), grads reach H_x
-        zbar_y = (qy.codes * keep_y).sum(1) / keep_y.sum(1)
+        zbar_x = masked_mean(qx.straight, mx)                            # z_q-bar(H_x), grads reach H_x
+        zbar_y = masked_mean(qy.codes, my)
         l_a = (zbar_x - zbar_y.detach()).pow(2).mean()                   # Eq. 17
-        l_x = ((hx - qx.codes.detach()).pow(2).mean(-1) * keep_x.squeeze(-1)).sum() / keep_x.sum()  # Eq. 18
+        keep_x = (~mx).float()
+        l_x = ((hx - qx.codes.detach()).pow(2).mean(-1) * keep_x).sum() / keep_x.sum()  # Eq. 18
         loss = l_a + alpha * l_x                                         # Eq. 16
         opt.zero_grad()
         loss.backward()

@@ -19,7 +19,7 @@ from _common import (SIZES, device_info, interleaved, interleaved_items,
                      pin_length_prediction, report, synthetic_batch, synthetic_dictionary)
 from aeqa_model.decode import generate
 from aeqa_model.models.base import total_loss
-from aeqa_model.train.build import build_model
+from aeqa_model.models.build import build_model
 
 
 def main() -> None:

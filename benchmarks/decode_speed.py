@@ -16,7 +16,7 @@ import torch
 from _common import (SIZES, device_info, interleaved_items, pin_length_prediction,
                      report, synthetic_batch, synthetic_dictionary)
 from aeqa_model.decode import generate
-from aeqa_model.train.build import build_model
+from aeqa_model.models.build import build_model
 
 
 CANDIDATES = [

@@ -25,7 +25,7 @@ import torch
 from _common import SIZES, device_info, report, synthetic_batch, synthetic_dictionary
 from aeqa_model.models.base import total_loss
 from aeqa_model.models.hostsync import force_sync_free, forbid_host_syncs
-from aeqa_model.train.build import build_model
+from aeqa_model.models.build import build_model
 
 STEP_MODELS = [
     ("at", {"arch": "at"}),

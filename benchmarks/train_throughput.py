@@ -18,7 +18,7 @@ import torch
 from _common import SIZES, device_info, interleaved, report, synthetic_batch, synthetic_dictionary
 from aeqa_model.models import ARCHS
 from aeqa_model.models.base import total_loss
-from aeqa_model.train.build import build_model
+from aeqa_model.models.build import build_model
 
 # Options an architecture is measured with (the AEQA models at the paper's K).
 ARCH_OPTIONS = {"aeqa_nat": {"codebook_size": 2048}, "aeqa_dat": {"codebook_size": 2048}}

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from aeqa_model.data.batching import collate
-from aeqa_model.models.aeqa_nat import AEQANAT, aligned_reordering, anneal, choose_glance_positions, masked_sq_error
+from aeqa_model.models.aeqa_nat import AEQANAT, aligned_reordering, anneal, choose_glance_positions
+from aeqa_model.models.sqa import masked_sq_error
 from aeqa_model.models.nat import VanillaNAT, softcopy_weights
 from aeqa_model.models.sqs import SemanticQuantizer
 from tests.conftest import make_pairs
@@ -221,7 +222,7 @@ def test_first_pass_predictions_equal_full_argmax_at_real_positions(dictionary, 
 
 
 def test_target_encoding_runs_without_dropout_unless_asked(dictionary, tiny_cfg):
-    from aeqa_model.models.aeqa_nat import encode_target
+    from aeqa_model.models.sqa import encode_target
 
     cfg = type(tiny_cfg)(**{**tiny_cfg.__dict__, "dropout": 0.5})
     model = AEQANAT(dictionary, cfg, {"codebook_size": 16}).train()
@@ -273,7 +274,7 @@ def test_code_norm_cache_survives_repeated_eval_and_is_dropped_by_training():
 
 
 def test_sqa_sum_reduction_is_d_times_the_mean_by_hand():
-    from aeqa_model.models.aeqa_nat import squared_error
+    from aeqa_model.models.sqa import squared_error
     a = torch.tensor([[1.0, 2.0, 3.0]])
     b = torch.tensor([[0.0, 0.0, 1.0]])
     assert float(squared_error(a, b, "sum")) == 1.0 + 4.0 + 4.0

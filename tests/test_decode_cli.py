@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aeqa_model.decode.cli import main
-from aeqa_model.train.build import build_model, model_payload
+from aeqa_model.models.build import build_model, model_payload
 
 
 def save(path, arch, dictionary, **options):

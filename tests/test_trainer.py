@@ -7,7 +7,7 @@ import torch
 
 from aeqa_model.train.schedule import inverse_sqrt_lr
 from aeqa_model.train.trainer import RERUN_EXIT_CODE, Trainer
-from aeqa_model.train.build import load_model
+from aeqa_model.models.build import load_model
 
 MODEL = {"arch": "at", "size": "t", "embed_dim": 32, "ffn_dim": 64, "heads": 4, "encoder_layers": 1,
          "decoder_layers": 1}

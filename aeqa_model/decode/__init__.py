@@ -101,12 +101,6 @@ def generate(model, src: torch.Tensor, decoding: dict, teacher=None, reference: 
     return fn(model, src, teacher=teacher, reference=reference, **options)
 
 
-def pack_left(tokens: torch.Tensor, keep: torch.Tensor, pad: int) -> torch.Tensor:
-    """Move the kept entries of every row to the front (in order), pad the rest (vectorized)."""
-    order = (~keep).to(torch.int8).argsort(dim=1, stable=True)
-    return tokens.gather(1, order).masked_fill(~keep.gather(1, order), pad)
-
-
 def strip(tokens: torch.Tensor, pad: int, eos: int) -> list[list[int]]:
     """Rows of ids -> lists without padding, cut at the first EOS."""
     out = []

@@ -18,15 +18,12 @@ import torch
 from tqdm import tqdm
 
 from aeqa_model.data.batching import ParallelCorpus
+from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.decode import generate
+from aeqa_model.device import pick_device
 from aeqa_model.io import InputError, write_json, write_lines
-from aeqa_model.train.build import load_model
-from aeqa_model.train.trainer import pick_device
-
-
-def remove_bpe(line: str) -> str:
-    return (line + " ").replace("@@ ", "").rstrip()
+from aeqa_model.models.build import load_model
 
 
 def shard_indices(n: int, shard: int, num_shards: int) -> np.ndarray:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from aeqa_model.decode import pack_left, strip
+from aeqa_model.decode import strip
+from aeqa_model.models.base import pack_left
 from aeqa_model.models.dat import NEG, backtrack
 
 

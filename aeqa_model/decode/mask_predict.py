@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from aeqa_model.decode import clamp_lengths, strip
+from aeqa_model.models.base import masked_mean
 
 
 def lowest_probability_positions(logp: torch.Tensor, counts: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
@@ -47,8 +48,7 @@ def mask_predict(model, src, teacher=None, reference=None, iterations: int = 10,
         logp = torch.where(remask, predicted_logp, logp)
         if trace is not None:
             trace.append((remask.clone(), tokens.clone()))
-    keep = (~pad_mask).float()
-    score = (logp * keep).sum(1) / keep.sum(1).clamp(min=1)
+    score = masked_mean(logp, pad_mask)
     best = score.view(bsz, beam).argmax(1)
     chosen = tokens.view(bsz, beam, -1)[torch.arange(bsz, device=src.device), best]
     return strip(chosen, pad, model.dictionary.eos)

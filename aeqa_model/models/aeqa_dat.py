@@ -12,29 +12,21 @@ from __future__ import annotations
 
 import torch
 
-from aeqa_model.models.aeqa_nat import encode_target, sqa_terms
 from aeqa_model.models.base import LossTerm
 from aeqa_model.models.dat import DATransformer
 from aeqa_model.models.glancing import same_dropout
-from aeqa_model.models.sqs import SemanticQuantizer
+from aeqa_model.models.sqa import SQSMixin, encode_target, sqa_terms
 
 
-class AEQADAT(DATransformer):
+class AEQADAT(SQSMixin, DATransformer):
     arch = "aeqa_dat"
     default_decoding = "lookahead"
-    OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "codebook_reset", "target_dropout")
+    # options: SQSMixin.OPTIONS (codebook_size, ema_decay, sqa_weight, codebook_reset, target_dropout)
 
     def __init__(self, dictionary, cfg, options):
         options = {"graph_factor": 3, **options}
         super().__init__(dictionary, cfg, options)
-        self.sqs = SemanticQuantizer(int(options.get("codebook_size", 2048)), cfg.embed_dim,
-                                     decay=float(options.get("ema_decay", 0.99)))
-        self.sqs.enable_reset(float(options.get("codebook_reset", 0.01)))
-        self.sqa_weight = float(options.get("sqa_weight", 0.25))            # epsilon, Eq. 13
-        self.target_dropout = bool(options.get("target_dropout", False))   # docs/method.md #23
-
-    def load_pretrained_sqs(self, path) -> None:
-        self.sqs.load_pretrained(path)
+        self.init_sqs(options, cfg.embed_dim)                               # SQS, sqa_weight, target_dropout
 
     def vertex_inputs(self, enc, enc_mask, sizes):
         h_m, vertex_mask = self.copy_inputs(enc, enc_mask, sizes)

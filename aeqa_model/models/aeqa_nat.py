@@ -13,7 +13,6 @@ pass output (lambda_inf > 0, Table 3; see docs/method.md).
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -23,93 +22,12 @@ from aeqa_model.models.base import LossTerm
 from aeqa_model.models.glancing import GlanceSchedule, choose_glance_positions, glance_counts, same_dropout
 from aeqa_model.models.hostsync import avoid_sync
 from aeqa_model.models.nat import VanillaNAT
-from aeqa_model.models.sqs import SemanticQuantizer
-
-
-def masked_mean(x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-    keep = (~pad_mask).unsqueeze(-1).to(x.dtype)
-    return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
-
-
-SQA_TERMS = ("ax", "xy", "ay")
-SQA_REDUCTIONS = ("mean", "sum")
-
-
-def squared_error(a: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """||a - b||^2 per vector (docs/method.md #6): ``mean`` over the D dimensions (the
-    default: comparable across widths) or ``sum`` (the literal squared L2 norm, D
-    times larger)."""
-    err = (a.float() - b.float()).pow(2)
-    return err.sum(-1) if reduction == "sum" else err.mean(-1)
-
-
-def masked_sq_error(a: torch.Tensor, b: torch.Tensor, pad_mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """||a - b||^2 per position averaged over non-padding positions (dimensions: see
-    ``squared_error``)."""
-    err = squared_error(a, b, reduction)
-    keep = (~pad_mask).float()
-    return (err * keep).sum() / keep.sum().clamp(min=1)
-
-
-@contextmanager
-def without_dropout(*modules: nn.Module):
-    """Run the enclosed code with ``modules`` in inference mode (no dropout), then
-    restore each module's own training flag."""
-    was = [m.training for m in modules]
-    for m in modules:
-        m.train(False)
-    try:
-        yield
-    finally:
-        for m, flag in zip(modules, was):
-            m.train(flag)
-
-
-def encode_target(model, target: torch.Tensor, y_mask: torch.Tensor, dropout: bool) -> torch.Tensor:
-    """H_y = f_enc(Y) (Eq. 5, docs/method.md #8, #23), with no gradient: every use of
-    it is behind a stop-gradient (Eq. 9, 10) or is a codebook vector (Eq. 11). Unless
-    ``dropout``, the pass runs without dropout: H_y is a target, as GLAT's gold
-    embeddings are, and the quantized codes should not depend on a dropout draw."""
-    with torch.no_grad(), (nullcontext() if dropout else without_dropout(model.embed, model.encoder)):
-        return model.encoder.forward_embedded(model.embed(target), y_mask)
+from aeqa_model.models.sqa import SQA_TERMS, SQSMixin, check_sqa_options, encode_target, sqa_terms
 
 
 def anneal(start: float, end: float, update: int, total: int) -> float:
     """Linear annealing from ``start`` at update 0 to ``end`` at ``total`` (then constant)."""
     return GlanceSchedule(start, end, total)(update)
-
-
-def check_sqa_options(terms, reduction) -> tuple[tuple[str, ...], str]:
-    """The ablation switches of L_SQA: which of its terms are on, and how ||.||^2
-    reduces over dimensions."""
-    terms = tuple(terms)
-    unknown = [t for t in terms if t not in SQA_TERMS]
-    if unknown or len(set(terms)) != len(terms):
-        raise ValueError(f"sqa_terms {list(terms)}: each of {list(SQA_TERMS)} at most once")
-    if reduction not in SQA_REDUCTIONS:
-        raise ValueError(f"sqa_reduction {reduction!r}: one of {list(SQA_REDUCTIONS)}")
-    return terms, reduction
-
-
-def sqa_terms(enc, enc_mask, q_x, q_y, y_mask, decoder_states, weight: float,
-              terms: tuple[str, ...] = SQA_TERMS, reduction: str = "mean") -> dict[str, LossTerm]:
-    """L_SQA = L_ax + L_xy + L_ay (Eq. 7-10), each weighted by epsilon (Eq. 13).
-
-    ``decoder_states`` (B, n, D) are the last decoder layer's states aligned with
-    the target positions (AEQA-NAT: position i; AEQA-DAT: the vertex of the best
-    alignment path for y_i). ``terms`` leaves out the terms it does not name (the
-    ablation of each term); ``reduction`` is the sum or mean over dimensions.
-    """
-    out = {}
-    if "ax" in terms:
-        out["sqa_ax"] = LossTerm(masked_sq_error(enc, q_x.codes.detach(), enc_mask, reduction), weight)   # Eq. 8
-    if "xy" in terms:
-        zbar_x = masked_mean(q_x.codes, enc_mask)                                  # grads reach e_k
-        zbar_y = masked_mean(q_y.codes, y_mask).detach()
-        out["sqa_xy"] = LossTerm(squared_error(zbar_x, zbar_y, reduction).mean(), weight)                 # Eq. 9
-    if "ay" in terms:
-        out["sqa_ay"] = LossTerm(masked_sq_error(decoder_states, q_y.codes.detach(), y_mask, reduction), weight)  # Eq. 10
-    return out
 
 
 def aligned_reordering(target_embed: torch.Tensor, quantized: torch.Tensor, tgt_mask: torch.Tensor,
@@ -135,26 +53,22 @@ def pointer_loss(ptr: torch.Tensor, perm: torch.Tensor, tgt_mask: torch.Tensor) 
     return F.cross_entropy(ptr.float()[~tgt_mask], perm[~tgt_mask])
 
 
-class AEQANAT(VanillaNAT):
+class AEQANAT(SQSMixin, VanillaNAT):
     arch = "aeqa_nat"
     default_decoding = "argmax"
-    OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "glancing", "lambda_start", "lambda_end",
-               "anneal_updates", "glance_loss", "reordering", "codebook_reset", "target_dropout",
+    # besides SQSMixin.OPTIONS (codebook_size, ema_decay, sqa_weight, codebook_reset, target_dropout)
+    OPTIONS = ("glancing", "lambda_start", "lambda_end", "anneal_updates", "glance_loss", "reordering",
                "sqa_terms", "sqa_reduction", "quantize_input")
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)
-        self.sqs = SemanticQuantizer(int(options.get("codebook_size", 2048)), cfg.embed_dim,
-                                     decay=float(options.get("ema_decay", 0.99)))
-        self.sqs.enable_reset(float(options.get("codebook_reset", 0.01)))
-        self.sqa_weight = float(options.get("sqa_weight", 0.25))            # epsilon, Eq. 13
+        self.init_sqs(options, cfg.embed_dim)                               # SQS, sqa_weight, target_dropout
         self.glancing = options.get("glancing", "adaptive")                 # adaptive | uniform | none
         self.lambda_start = float(options.get("lambda_start", 0.6))
         self.lambda_end = float(options.get("lambda_end", 0.4))
         self.anneal_updates = int(options.get("anneal_updates", options.get("max_updates", 300000)))
         self.glance_loss = options.get("glance_loss", "all")                # all (Eq. 12) | unglanced
         self.reordering = bool(options.get("reordering", False))
-        self.target_dropout = bool(options.get("target_dropout", False))   # docs/method.md #23
         # Ablation switches (docs/fidelity.md): L_SQA terms and reduction; with
         # quantize_input false the decoder reads H_m and glances H_y unquantized (the
         # GLAT-like control: same losses, no quantization on the decoder's input).
@@ -165,10 +79,6 @@ class AEQANAT(VanillaNAT):
             # Light pointer layer predicting the AR permutation from z_q(H_m) alone.
             self.pointer_q = nn.Linear(cfg.embed_dim, cfg.embed_dim)
             self.pointer_k = nn.Linear(cfg.embed_dim, cfg.embed_dim)
-
-    # ---------------------------------------------------------------- SQS --
-    def load_pretrained_sqs(self, path) -> None:
-        self.sqs.load_pretrained(path)
 
     def glance_ratio(self, update: int) -> float:
         return anneal(self.lambda_start, self.lambda_end, update, self.anneal_updates)

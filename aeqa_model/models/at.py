@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from aeqa_model.models.base import LossTerm, Seq2SeqModel, label_smoothed_ce
+from aeqa_model.models.base import LossTerm, Seq2SeqModel, label_smoothed_ce, masked_mean
 from aeqa_model.models.transformer import Decoder
 
 
@@ -39,5 +39,4 @@ class ATTransformer(Seq2SeqModel):
         prev = prev.masked_fill(prev.eq(self.pad) & (torch.arange(prev.size(1), device=prev.device) > 0), self.pad)
         logp = torch.log_softmax(self.decoder_logits(prev, enc, enc_mask).float(), -1)
         tok = logp.gather(-1, target.masked_fill(target.eq(self.pad), 0).unsqueeze(-1)).squeeze(-1)
-        keep = target.ne(self.pad)
-        return (tok * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return masked_mean(tok, target.eq(self.pad))

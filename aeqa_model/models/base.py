@@ -1,4 +1,6 @@
-"""What every model shares: named losses that one criterion sums, and construction."""
+"""What every model shares: named losses that one criterion sums, construction, and
+two tensor helpers (masked means, packing kept entries left) that the models and the
+decoders both use."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,6 +20,23 @@ class LossTerm:
 
     value: torch.Tensor
     weight: float = 1.0
+
+
+def masked_mean(x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` (B, T) or (B, T, D) over the positions of dim 1 where ``pad_mask``
+    (B, T) is False; a row of padding only gives 0. Padding positions must hold finite
+    values (a -inf times 0 is NaN): fill them first where they may not."""
+    keep = ~pad_mask
+    if x.dim() > keep.dim():
+        keep = keep.unsqueeze(-1)
+    keep = keep.to(x.dtype)
+    return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def pack_left(tokens: torch.Tensor, keep: torch.Tensor, pad: int) -> torch.Tensor:
+    """Move the kept entries of every row to the front (in order), pad the rest (vectorized)."""
+    order = (~keep).to(torch.int8).argsort(dim=1, stable=True)
+    return tokens.gather(1, order).masked_fill(~keep.gather(1, order), pad)
 
 
 def label_smoothed_ce(logits: torch.Tensor, target: torch.Tensor, epsilon: float,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from aeqa_model.models.base import LossTerm, label_smoothed_ce
+from aeqa_model.models.base import LossTerm, label_smoothed_ce, masked_mean
 from aeqa_model.models.glancing import choose_glance_positions
 from aeqa_model.models.nat import VanillaNAT
 
@@ -57,8 +57,7 @@ class CMLM(VanillaNAT):
         tgt_mask = torch.arange(tgt_len, device=enc.device)[None, :] >= lengths[:, None]
         tokens = torch.full(tgt_mask.shape, self.dictionary.mask, device=enc.device).masked_fill(tgt_mask, self.pad)
         predicted, logp = self.predict_masked(enc, enc_mask, tokens, tgt_mask)
-        keep = (~tgt_mask).float()
-        return predicted, (logp * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return predicted, masked_mean(logp, tgt_mask)
 
     @torch.no_grad()
     def forward_observed(self, enc, enc_mask, reference, observed):
@@ -68,5 +67,4 @@ class CMLM(VanillaNAT):
         observed = observed & ~tgt_mask
         tokens = torch.where(observed, reference, torch.full_like(reference, self.dictionary.mask))
         predicted, logp = self.predict_masked(enc, enc_mask, tokens.masked_fill(tgt_mask, self.pad), tgt_mask)
-        keep = (~tgt_mask).float()
-        return torch.where(observed, reference, predicted), (logp * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return torch.where(observed, reference, predicted), masked_mean(logp, tgt_mask)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from aeqa_model.decode import pack_left
-from aeqa_model.models.base import LossTerm
+from aeqa_model.models.base import LossTerm, masked_mean, pack_left
 from aeqa_model.models.nat import VanillaNAT
 
 
@@ -72,6 +71,5 @@ class CTCNAT(VanillaNAT):
         special[6:] = False
         special[self.dictionary.blank] = False
         best, tokens = logp.masked_fill(special, float("-inf")).max(-1)
-        keep = (~out_mask).float()
-        score = (best.masked_fill(out_mask, 0) * keep).sum(1) / keep.sum(1).clamp(min=1)
+        score = masked_mean(best.masked_fill(out_mask, 0), out_mask)
         return ctc_collapse(tokens, ~out_mask, self.dictionary.blank, self.pad), score

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeqa_model.models.base import LossTerm, Seq2SeqModel, label_smoothed_ce
+from aeqa_model.models.base import LossTerm, Seq2SeqModel, label_smoothed_ce, masked_mean
 from aeqa_model.models.hostsync import avoid_sync
 from aeqa_model.models.transformer import Decoder
 
@@ -40,9 +40,7 @@ class LengthPredictor(nn.Module):
         self.proj = nn.Linear(dim, 2 * max_offset + 1)
 
     def forward(self, enc, enc_mask):
-        keep = (~enc_mask).unsqueeze(-1).to(enc.dtype)
-        pooled = (enc * keep).sum(1) / keep.sum(1).clamp(min=1)
-        return self.proj(pooled)
+        return self.proj(masked_mean(enc, enc_mask))
 
     def offsets_to_class(self, offsets: torch.Tensor) -> torch.Tensor:
         return offsets.clamp(-self.max_offset, self.max_offset) + self.max_offset
@@ -187,6 +185,4 @@ class VanillaNAT(Seq2SeqModel):
         logp[..., :6] = float("-inf")
         best, tokens = logp.max(-1)
         tokens = tokens.masked_fill(tgt_mask, self.pad)
-        keep = (~tgt_mask).float()
-        score = (best.masked_fill(tgt_mask, 0) * keep).sum(1) / keep.sum(1).clamp(min=1)
-        return tokens, score
+        return tokens, masked_mean(best.masked_fill(tgt_mask, 0), tgt_mask)

@@ -19,8 +19,8 @@ import torch
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.io import InputError
+from aeqa_model.models.build import describe_nonfinite, nonfinite_entries
 from aeqa_model.provenance import provenance
-from aeqa_model.train.build import describe_nonfinite, nonfinite_entries
 from aeqa_model.train.trainer import DIVERGED_EXIT_CODE, Trainer, TrainingDiverged, save_checkpoint
 
 

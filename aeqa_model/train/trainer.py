@@ -32,10 +32,12 @@ import torch
 import torch.distributed as dist
 
 from aeqa_model.data.batching import ParallelCorpus
+from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
+from aeqa_model.device import pick_device
 from aeqa_model.io import InputError, atomic_open
 from aeqa_model.models.base import LossTerm, total_loss
-from aeqa_model.train.build import build_model, describe_nonfinite, model_payload, nonfinite_entries
+from aeqa_model.models.build import build_model, describe_nonfinite, model_payload, nonfinite_entries
 from aeqa_model.train.schedule import inverse_sqrt_lr
 
 RERUN_EXIT_CODE = 75  # EX_TEMPFAIL: "interrupted after a checkpoint, rerun me"
@@ -55,12 +57,6 @@ class TrainState:
     history: list = field(default_factory=list)
     skipped: int = 0           # updates skipped for a non-finite loss or gradient, in all
     nonfinite_streak: int = 0  # ... of them in a row, up to this update
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -443,8 +439,8 @@ class Trainer:
         for start in range(0, len(ids), 64):
             batch = self.valid_data.batch(ids[start:start + 64]).to(self.device)
             for hyp, ref in zip(generate(self.model, batch.src, self.model.validation_decoding), batch.target.tolist()):
-                hyps.append((d.decode(hyp) + " ").replace("@@ ", "").strip())
-                refs.append((d.decode(ref) + " ").replace("@@ ", "").strip())
+                hyps.append(remove_bpe(d.decode(hyp)))
+                refs.append(remove_bpe(d.decode(ref)))
         self.model.train()
         return float(sacrebleu.corpus_bleu(hyps, [refs], tokenize="none", force=True).score)
 

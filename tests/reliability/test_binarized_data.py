@@ -168,7 +168,7 @@ def test_train_and_decode_refuse_damaged_data_naming_the_file(data, tmp_path, le
     traceback, no output written)."""
     from aeqa_model.decode import cli as decode_cli
     from aeqa_model.train import cli as train_cli
-    from aeqa_model.train.build import build_model, model_payload
+    from aeqa_model.models.build import build_model, model_payload
 
     d = Dictionary.load(data / "dict.txt")
     model = tmp_path / "model.pt"

@@ -28,7 +28,7 @@ from aeqa_model.decode import generate
 from aeqa_model.decode.cli import main as decode_main
 from aeqa_model.models import model_class
 from aeqa_model.models.transformer import TransformerConfig
-from aeqa_model.train.build import build_model, model_payload
+from aeqa_model.models.build import build_model, model_payload
 from tests.conftest import VOCAB, make_pairs
 
 pytestmark = pytest.mark.fault

@@ -28,7 +28,7 @@ import torch
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.data.indexed import write_indexed
 from aeqa_model.io import InputError
-from aeqa_model.train.build import load_model
+from aeqa_model.models.build import load_model
 from tests.conftest import VOCAB, make_pairs
 from tests.reliability.faultlib import sha256, write_tiny_corpus
 from tests.reliability.test_kill_resume import (MODEL, SIZES, SPEC, assert_same_run, data, load,  # noqa: F401

@@ -1,0 +1,107 @@
+"""What the two AEQA models (aeqa_nat.py, aeqa_dat.py) share: the Semantic
+Quantization Space on the encoder's width (its construction and its pre-aligned
+initialisation, ``SQSMixin``), the target encoding H_y, and the alignment losses
+L_SQA = L_ax + L_xy + L_ay (Eq. 7-10).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+
+import torch
+from torch import nn
+
+from aeqa_model.models.base import LossTerm, masked_mean
+from aeqa_model.models.sqs import SemanticQuantizer
+
+SQA_TERMS = ("ax", "xy", "ay")
+SQA_REDUCTIONS = ("mean", "sum")
+
+
+def squared_error(a: torch.Tensor, b: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """||a - b||^2 per vector (docs/method.md #6): ``mean`` over the D dimensions (the
+    default: comparable across widths) or ``sum`` (the literal squared L2 norm, D
+    times larger)."""
+    err = (a.float() - b.float()).pow(2)
+    return err.sum(-1) if reduction == "sum" else err.mean(-1)
+
+
+def masked_sq_error(a: torch.Tensor, b: torch.Tensor, pad_mask: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """||a - b||^2 per position averaged over non-padding positions (dimensions: see
+    ``squared_error``)."""
+    err = squared_error(a, b, reduction)
+    keep = (~pad_mask).float()
+    return (err * keep).sum() / keep.sum().clamp(min=1)
+
+
+@contextmanager
+def without_dropout(*modules: nn.Module):
+    """Run the enclosed code with ``modules`` in inference mode (no dropout), then
+    restore each module's own training flag."""
+    was = [m.training for m in modules]
+    for m in modules:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m, flag in zip(modules, was):
+            m.train(flag)
+
+
+def encode_target(model, target: torch.Tensor, y_mask: torch.Tensor, dropout: bool) -> torch.Tensor:
+    """H_y = f_enc(Y) (Eq. 5, docs/method.md #8, #23), with no gradient: every use of
+    it is behind a stop-gradient (Eq. 9, 10) or is a codebook vector (Eq. 11). Unless
+    ``dropout``, the pass runs without dropout: H_y is a target, as GLAT's gold
+    embeddings are, and the quantized codes should not depend on a dropout draw."""
+    with torch.no_grad(), (nullcontext() if dropout else without_dropout(model.embed, model.encoder)):
+        return model.encoder.forward_embedded(model.embed(target), y_mask)
+
+
+def check_sqa_options(terms, reduction) -> tuple[tuple[str, ...], str]:
+    """The ablation switches of L_SQA: which of its terms are on, and how ||.||^2
+    reduces over dimensions."""
+    terms = tuple(terms)
+    unknown = [t for t in terms if t not in SQA_TERMS]
+    if unknown or len(set(terms)) != len(terms):
+        raise ValueError(f"sqa_terms {list(terms)}: each of {list(SQA_TERMS)} at most once")
+    if reduction not in SQA_REDUCTIONS:
+        raise ValueError(f"sqa_reduction {reduction!r}: one of {list(SQA_REDUCTIONS)}")
+    return terms, reduction
+
+
+def sqa_terms(enc, enc_mask, q_x, q_y, y_mask, decoder_states, weight: float,
+              terms: tuple[str, ...] = SQA_TERMS, reduction: str = "mean") -> dict[str, LossTerm]:
+    """L_SQA = L_ax + L_xy + L_ay (Eq. 7-10), each weighted by epsilon (Eq. 13).
+
+    ``decoder_states`` (B, n, D) are the last decoder layer's states aligned with
+    the target positions (AEQA-NAT: position i; AEQA-DAT: the vertex of the best
+    alignment path for y_i). ``terms`` leaves out the terms it does not name (the
+    ablation of each term); ``reduction`` is the sum or mean over dimensions.
+    """
+    out = {}
+    if "ax" in terms:
+        out["sqa_ax"] = LossTerm(masked_sq_error(enc, q_x.codes.detach(), enc_mask, reduction), weight)   # Eq. 8
+    if "xy" in terms:
+        zbar_x = masked_mean(q_x.codes, enc_mask)                                  # grads reach e_k
+        zbar_y = masked_mean(q_y.codes, y_mask).detach()
+        out["sqa_xy"] = LossTerm(squared_error(zbar_x, zbar_y, reduction).mean(), weight)                 # Eq. 9
+    if "ay" in terms:
+        out["sqa_ay"] = LossTerm(masked_sq_error(decoder_states, q_y.codes.detach(), y_mask, reduction), weight)  # Eq. 10
+    return out
+
+
+class SQSMixin:
+    """The SQS of an AEQA model and the options that shape it and L_SQA. A model calls
+    ``init_sqs`` right after its base class's ``__init__``; the trainer starts the
+    codebook from the pre-aligned one through ``load_pretrained_sqs``."""
+
+    OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "codebook_reset", "target_dropout")
+
+    def init_sqs(self, options: dict, dim: int) -> None:
+        self.sqs = SemanticQuantizer(int(options.get("codebook_size", 2048)), dim,
+                                     decay=float(options.get("ema_decay", 0.99)))
+        self.sqs.enable_reset(float(options.get("codebook_reset", 0.01)))
+        self.sqa_weight = float(options.get("sqa_weight", 0.25))            # epsilon, Eq. 13
+        self.target_dropout = bool(options.get("target_dropout", False))   # docs/method.md #23
+
+    def load_pretrained_sqs(self, path) -> None:
+        self.sqs.load_pretrained(path)
