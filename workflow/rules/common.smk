@@ -227,6 +227,16 @@ def encoder_stage_spec():
     return {k: v for k, v in config["pretrain_sqs"].items() if k not in ALIGN_ONLY_KEYS}
 
 
+# The keys of a dataset entry the download reads (scripts/download.py, the recipes of
+# aeqa_model.data.recipes): editing its prepare, bpe or training settings refetches
+# nothing, and leaves the pre-alignment (which reads the downloaded orig/ text) alone.
+DOWNLOAD_KEYS = ("recipe", "langs", "sources", "recipe_options")
+
+
+def download_spec(dataset):
+    return {k: DATASETS[dataset][k] for k in DOWNLOAD_KEYS if k in DATASETS[dataset]}
+
+
 def settings_sha(*settings):
     """sha256 of the settings one job reads: its provenance, and the only config hash
     among its params, so an edit elsewhere in the config reruns nothing of it."""
