@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -81,12 +80,11 @@ def test_smoke_dag_end_to_end(tmp_path):
     assert jobs.get("train_teacher") == 1 and jobs.get("train_nat") == 5, jobs        # every training run
 
 
-def test_paper_config_dry_run_resolves_quickly():
-    start = time.time()
+def test_paper_config_dry_run_resolves():
+    # No wall-clock bound here: under load (two CI runs on one machine, issue 19) a
+    # time limit fails by chance. How long the DAG takes to resolve is a benchmark's job.
     proc = run_snakemake("-n", "--configfile", "config/config.yaml", "--quiet", "rules")
-    elapsed = time.time() - start
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert elapsed < 30, f"dry run took {elapsed:.1f}s"
 
 
 def test_fidelity_dry_run_schedules_every_ablation_at_one_size_and_budget(tmp_path):
@@ -100,6 +98,8 @@ def test_fidelity_dry_run_schedules_every_ablation_at_one_size_and_budget(tmp_pa
     config = yaml.safe_load((ROOT / "config/fidelity.yaml").read_text(encoding="utf-8"))
     grid = yaml.safe_load((ROOT / config["paper_grid"]).read_text(encoding="utf-8"))
     models = {**config["models"], **grid["models"]}
+    (dataset,) = config["datasets"]
+    assert config["datasets"][dataset]["recipe"] == "debian_descriptions"     # real sentences, not UI strings
     assert {spec["size"] for spec in models.values()} == {"fid"}
     assert not [name for name, spec in models.items() if "training" in spec]   # one budget for all
     updates = config["training"]["max_updates"]
@@ -107,10 +107,10 @@ def test_fidelity_dry_run_schedules_every_ablation_at_one_size_and_budget(tmp_pa
         if "glancing_schedule" in spec:
             assert spec["glancing_schedule"].endswith(f"@{updates}"), name
     for name in grid["models"]:
-        assert f"models/demo_ende/en-de/raw/{name}/model.pt" in out, name
+        assert f"models/{dataset}/en-de/raw/{name}/model.pt" in out, name
     # the longer pre-alignment has a codebook of its own, the others share the config's
-    assert f"{tmp_path}/fidelity/sqs/demo_ende/K512_D128_A1200/sqs.pt" in out
-    assert f"{tmp_path}/fidelity/sqs/demo_ende/K512_D128/sqs.pt" in out
+    assert f"{tmp_path}/fidelity/sqs/{dataset}/K512_D128_A1200/sqs.pt" in out
+    assert f"{tmp_path}/fidelity/sqs/{dataset}/K512_D128/sqs.pt" in out
     for name in ("table1.md", "table6.md", "learning_curves.png"):
         assert f"{tmp_path}/fidelity/paper/{name}" in out
 
