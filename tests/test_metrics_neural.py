@@ -1,8 +1,8 @@
 """COMET / BLEURT: offline resolution, the not-available path, and the code path with stand-in packages.
 
-The real unbabel-comet and bleurt-pytorch are heavy optional dependencies;
-these tests inject tiny fake modules so the calling code is exercised
-without them.
+These tests inject tiny fake modules so the calling code is exercised
+without real models (unbabel-comet itself runs in test_metrics_comet_tiny.py;
+bleurt-pytorch is optional).
 """
 import os
 import sys
@@ -33,6 +33,20 @@ def test_comet_not_available_without_package_or_checkpoint(empty_cache, monkeypa
     assert out["score"] is None
     assert out["status"].startswith("not available:")
     assert "unbabel-comet" in out["status"] and "evaluate.comet_model" in out["status"]
+
+
+def test_no_checkpoint_does_not_import_the_package(empty_cache, monkeypatch):
+    """Without a checkpoint an evaluate job only looks for unbabel-comet (installed
+    by default): importing it costs seconds and ~0.5 GB for nothing."""
+    def no_import(module):
+        raise AssertionError(f"{module} imported without a checkpoint")
+
+    monkeypatch.setattr(neural, "_import", no_import)
+    monkeypatch.setattr(neural, "_find", lambda module: (True, None))
+    out = neural.comet_score(["s"], ["h"], ["r"], None, progress=False)
+    assert out["score"] is None and "no local checkpoint" in out["status"]
+    assert "unbabel-comet" not in out["status"]  # installed: only the checkpoint is missing
+    assert neural.bleurt_score(["h"], ["r"], None, progress=False)["score"] is None
 
 
 def test_comet_missing_path_is_named(empty_cache, tmp_path):

@@ -1,7 +1,8 @@
 """COMET (Unbabel/wmt22-comet-da) and BLEURT-20, strictly offline.
 
-Both metrics are optional. Each one is computed only when (a) its Python
-package can be imported and (b) its checkpoint is on local disk — either the
+Each one is computed only when (a) its Python package can be imported
+(unbabel-comet is pinned in the default environment; bleurt-pytorch is
+optional) and (b) its checkpoint is on local disk — either the
 path given in the config (``evaluate.comet_model`` /
 ``evaluate.bleurt_checkpoint``) or a copy already in the Hugging Face cache.
 Nothing is downloaded: ``HF_HUB_OFFLINE`` and ``TRANSFORMERS_OFFLINE`` are set
@@ -16,6 +17,7 @@ evaluation carries on. Scores are reported x100 (the paper's Table 5 scale);
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -65,6 +67,17 @@ def _import(module: str):
         return importlib.import_module(module), None
     except Exception as err:  # ImportError, or a broken install raising anything
         return None, f"{type(err).__name__}: {err}"
+
+
+def _find(module: str):
+    """Whether ``module`` is installed, without importing it: ``(True, None)`` or
+    ``(None, reason)``. For the not-available path, where importing unbabel-comet
+    (seconds and about 0.5 GB, for torch-lightning and transformers) would buy nothing."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError) as err:
+        return None, f"{type(err).__name__}: {err}"
+    return (True, None) if found else (None, f"no module named {module!r}")
 
 
 def _not_available(reason: str) -> dict:
@@ -139,11 +152,12 @@ def comet_score(srcs: Sequence[str], hyps: Sequence[str], refs: Sequence[str],
     not-available form. ``gpus=None`` uses one GPU when torch sees one.
     """
     ckpt, why_ckpt = resolve_comet_checkpoint(setting)
-    comet, why_pkg = _import("comet")
+    # Imported only when there is a checkpoint to run; otherwise only looked for.
+    comet, why_pkg = _import("comet") if ckpt is not None else _find("comet")
     reasons = []
     if comet is None:
-        reasons.append(f"package unbabel-comet not importable ({why_pkg}; "
-                       "pip install 'aeqa_model[metrics]')")
+        reasons.append(f"package unbabel-comet not importable ({why_pkg}; it is pinned in "
+                       "envs/requirements-cpu.txt: bash scripts/setup_env.sh)")
     if ckpt is None:
         reasons.append(why_ckpt)
     if reasons:
@@ -201,7 +215,7 @@ def bleurt_score(hyps: Sequence[str], refs: Sequence[str], setting: str | None =
                  batch_size: int = 32, device: str | None = None, progress: bool = True) -> dict:
     """BLEURT-20 corpus score (mean of sentence scores, x100) with bleurt-pytorch."""
     ckpt, why_ckpt = resolve_bleurt_checkpoint(setting)
-    bp, why_pkg = _import("bleurt_pytorch")
+    bp, why_pkg = _import("bleurt_pytorch") if ckpt is not None else _find("bleurt_pytorch")
     reasons = []
     if bp is None:
         reasons.append(f"package bleurt-pytorch not importable ({why_pkg}; pip install "

@@ -197,6 +197,8 @@ def test_smoke_dag_runs_as_slurm_jobs_and_matches_a_local_run(slurm_cluster, liv
         gpus = GPU_RULES.get(job["rule"], 0)
         if gpus:  # GPU stages: --gpus from the config's resources, their own partition
             assert job.get("TresPerJob") == f"gres:gpu:{gpus}", job
+            # one task per job (tasks_per_gpu=0), not one per GPU (2.6 plugin default)
+            assert job.get("NumTasks", "1") in ("1", "N/A"), job
             assert job["Partition"] == GPU_PARTITION, job
         else:     # CPU stages: no GPU, the partition from AEQA_SLURM_PARTITION
             assert "gpu" not in job.get("TresPerJob", ""), job

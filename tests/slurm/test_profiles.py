@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from importlib import metadata
 import subprocess
 from pathlib import Path
 
@@ -25,6 +26,34 @@ def job_resources(dry_run_output: str) -> dict[str, list[str]]:
             line = resources.group(1) + (f" | {wildcards.group(1)}" if wildcards else "")
             found.setdefault(rule.group(1), []).append(line)
     return found
+
+
+class _Resources(dict):
+    __getattr__ = dict.__getitem__
+
+
+def test_gpu_job_sbatch_asks_for_one_task():
+    """The pinned plugin's sbatch call for a paper training job (8 GPUs, 32 CPUs):
+    with the workflow's tasks_per_gpu=0 it asks for 32 CPUs in one task, not
+    --ntasks-per-gpu=1 (8 tasks x 32 CPUs), the 2.6 plugin's default for GPU jobs."""
+    from types import SimpleNamespace
+
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+
+    params = {"run_uuid": "u", "slurm_logfile": "/tmp/x/%j.log", "comment_str": "rule_train_nat",
+              "account": "", "partition": "", "workdir": "/w"}
+    calls = {}
+    for tasks_per_gpu in (0, None):
+        res = _Resources(gpu=8, cpus_per_task=32, mem_mb=256000, runtime=2880)
+        if tasks_per_gpu is not None:
+            res["tasks_per_gpu"] = tasks_per_gpu
+        job = SimpleNamespace(resources=res, threads=32, name="train_nat", is_group=lambda: False)
+        calls[tasks_per_gpu] = get_submit_command(job, params)
+    assert "--cpus-per-task=32" in calls[0] and "ntasks" not in calls[0], calls[0]
+    # what the setting prevents: the 2.6 plugin's default (2.7 and later add no task flag)
+    version = tuple(int(x) for x in metadata.version("snakemake-executor-plugin-slurm").split(".")[:2])
+    if version < (2, 7):
+        assert "--ntasks-per-gpu=1" in calls[None], calls[None]
 
 
 def test_profile_commits_no_site_values():
@@ -53,6 +82,9 @@ def test_paper_dag_dry_run_through_the_slurm_profile_has_gpu_resources():
         # 8 GPUs (-> torchrun --nproc-per-node 8) but IWSLT's jobs: 1 GPU, its 8K tokens per update
         assert all(("gpu=1" if "iwslt14_deen" in line else "gpu=8") in line for line in jobs[rule])
         assert any("iwslt14_deen" in line for line in jobs[rule])
+    for rule in ("train_teacher", "distill_shard", "pretrain_sqs", "train_nat", "decode"):
+        # one SLURM task per job (see test_gpu_job_sbatch_asks_for_one_task)
+        assert all(re.search(r"\btasks_per_gpu=0\b", line) for line in jobs[rule]), rule
     for rule in ("prepare", "bpe", "binarize"):
         assert rule in jobs and not any(re.search(r"\bgpu=[1-9]", line) for line in jobs[rule]), rule
     # stages the config does not size get resources.default's CPUs (2), not SLURM's 1

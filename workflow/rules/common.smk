@@ -329,7 +329,10 @@ def stage_resources(stage, mem_mb=4000, runtime=60, cpus=None, gpu=False):
     out = {"mem_mb": job_res(stage, "mem_mb", mem_mb), "runtime": job_runtime(stage, runtime),
            "cpus_per_task": job_res(stage, "cpus_per_task", cpus or config.get("threads", 1))}
     if gpu:
-        out = {"gpu": job_gpu(stage), **out}
+        # tasks_per_gpu 0: one task per job, whatever its GPUs (torchrun starts the
+        # processes). snakemake-executor-plugin-slurm 2.6 otherwise adds
+        # --ntasks-per-gpu=1, i.e. GPUs x cpus_per_task CPUs per job (2.8 adds nothing).
+        out = {"gpu": job_gpu(stage), "tasks_per_gpu": 0, **out}
     out.update(slurm_resources(stage))
     return out
 

@@ -27,6 +27,7 @@ rule pretrain_sqs_encoder:
     threads: res("pretrain_sqs", "cpus_per_task", config.get("threads", 1))
     resources:
         gpu=res("pretrain_sqs", "gpu", 0),
+        tasks_per_gpu=0,  # one task per job (see stage_resources)
         mem_mb=res("pretrain_sqs", "mem_mb", 4000),
         runtime=res("pretrain_sqs", "runtime", 60),
         cpus_per_task=res("pretrain_sqs", "cpus_per_task", config.get("threads", 1)),
@@ -64,6 +65,7 @@ rule pretrain_sqs:
     threads: res("pretrain_sqs", "cpus_per_task", config.get("threads", 1))
     resources:
         gpu=res("pretrain_sqs", "gpu", 0),
+        tasks_per_gpu=0,  # one task per job (see stage_resources)
         mem_mb=res("pretrain_sqs", "mem_mb", 4000),
         runtime=res("pretrain_sqs", "runtime", 60),
         cpus_per_task=res("pretrain_sqs", "cpus_per_task", config.get("threads", 1)),
