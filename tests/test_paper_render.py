@@ -356,3 +356,7 @@ def test_run_summary_rows_come_from_metrics_and_logs(tmp_path):
     _write_log(tmp_path, ("d", "en-de", "raw", "glat"), [(100, 6.0, 1.5), (200, 5.5, 3.304)])
     assert summary_rows(tmp_path, "d", "en-de") == ["| raw | glat | argmax | 2 | 6.86 | 33.0 | 1.50 | 3.30 (200) |"]
     assert main([str(tmp_path / "nowhere")]) == 2
+    assert main([str(tmp_path)]) == 0                      # the run's only dataset, d
+    (tmp_path / "eval/e").mkdir()
+    assert main([str(tmp_path)]) == 2                      # two datasets: --dataset needed
+    assert main([str(tmp_path), "--dataset", "d"]) == 0

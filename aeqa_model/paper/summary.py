@@ -1,6 +1,9 @@
 """One Markdown row per evaluated cell of a run: the compact view docs/fidelity.md quotes.
 
-    python -m aeqa_model.paper.summary results/fidelity [--dataset demo_ende --direction en-de]
+    python -m aeqa_model.paper.summary results/fidelity [--dataset ddtp_ende] [--direction en-de]
+
+Without ``--dataset`` the run's only evaluated dataset is used (an error lists
+them when there are several).
 
 Every number comes from the run's own files: test scores and the seed from
 ``eval/.../metrics.json``, the last validation BLEU from the model's
@@ -48,14 +51,24 @@ def summary_rows(run_dir: str | Path, dataset: str, direction: str) -> list[str]
     return rows
 
 
+def only_dataset(run_dir: str | Path) -> str:
+    """The one dataset with evaluated cells under ``run_dir/eval``."""
+    run = Path(run_dir)
+    found = sorted(p.name for p in (run / "eval").glob("*") if p.is_dir())
+    if len(found) != 1:
+        raise InputError(f"{run}/eval: " + (f"several datasets ({', '.join(found)}); pick one with --dataset"
+                                             if found else "no evaluated cells (run the workflow first)"))
+    return found[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="results/<run_name>")
-    p.add_argument("--dataset", default="demo_ende")
+    p.add_argument("--dataset", help="default: the run's only evaluated dataset")
     p.add_argument("--direction", default="en-de")
     args = p.parse_args(argv)
     try:
-        rows = summary_rows(args.run_dir, args.dataset, args.direction)
+        rows = summary_rows(args.run_dir, args.dataset or only_dataset(args.run_dir), args.direction)
     except InputError as err:
         print(f"summary: error: {err}", file=sys.stderr)
         return 2
