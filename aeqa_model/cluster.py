@@ -1,8 +1,8 @@
 """What a job asks the cluster for, from the config alone (no Snakemake needed).
 
-Used by the workflow (``workflow/rules/common.smk``) for every job's resources and
-by ``scripts/gpu_hours.py`` for the GPU-hours a table costs, so that the two
-always agree.
+Used by the workflow (``workflow/rules/common.smk``; ``aeqa_model.config`` checks
+them at start-up) for every job's resources and by ``scripts/gpu_hours.py`` for
+the GPU-hours a table costs, so that the two always agree.
 
 * Resources of a stage: ``resources.default`` overlaid by ``resources.<stage>``,
   overlaid by the dataset's own ``datasets.<name>.resources.<stage>``.
@@ -21,61 +21,11 @@ always agree.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
-import yaml
 
 TRAIN_STAGES = ("train_teacher", "train_nat")
 # A training job may see at most this much more than effective_batch_tokens per
 # update (the rounding of accumulation to whole micro-batches); more is a config error.
 BATCH_TOLERANCE = 1.25
-
-
-def merge_paper_grid(cfg: dict, root: Path) -> dict:
-    """The table/figure grid lives in its own file (config key paper_grid); it may add
-    sweep models and decodings, which join the base ones."""
-    grid_path = cfg.get("paper_grid")
-    if not grid_path:
-        return cfg
-    path = Path(grid_path) if Path(grid_path).is_absolute() else Path(root) / grid_path
-    if not path.exists():
-        raise ValueError(f"config key paper_grid: {path} does not exist")
-    grid = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for section in ("models", "decodings"):
-        extra = grid.get(section) or {}
-        clash = sorted(set(extra) & set(cfg.get(section, {})) - {k for k in extra if extra[k] == cfg[section].get(k)})
-        if clash:
-            raise ValueError(f"{path}: {section} {clash} are already defined in the config with other values")
-        cfg.setdefault(section, {}).update(extra)
-    cfg["outputs"] = grid.get("outputs", {})
-    return cfg
-
-
-def apply_model_defaults(cfg: dict) -> list[str]:
-    """``model_defaults: {option: value}``: every model whose architecture takes the
-    option and does not set it gets the value (so that settings the paper does not
-    give, e.g. softcopy_tau, are written once and reach every model, grid sweeps
-    included). Returns problems (an option no architecture takes)."""
-    from aeqa_model.models import check_options
-
-    problems = []
-    for key, value in (cfg.get("model_defaults") or {}).items():
-        takers = [name for name, spec in cfg.get("models", {}).items()
-                  if not check_options(name, {"arch": spec.get("arch"), key: value})]
-        if not takers:
-            problems.append(f"model_defaults.{key}: no model's architecture takes this option")
-        for name in takers:
-            cfg["models"][name].setdefault(key, value)
-    return problems
-
-
-def load_config(path: str | Path, root: Path | None = None) -> dict:
-    """A config file as the workflow sees it (its paper grid merged in, model_defaults applied)."""
-    path = Path(path)
-    cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    cfg = merge_paper_grid(cfg, root or Path(__file__).resolve().parent.parent)
-    apply_model_defaults(cfg)
-    return cfg
 
 
 def stage_resources(config: dict, stage: str, dataset: str | None = None) -> dict:
@@ -188,3 +138,100 @@ def runtime_minutes(config: dict, stage: str, dataset: str | None, model: str | 
             raise ValueError(f"resources.{stage}.runtime: 'throughput' is only for training stages {TRAIN_STAGES}")
         return training_budget(config, stage, dataset, model)["runtime_min"]
     return int(runtime)
+
+
+# SLURM-only resources a stage may set (the SLURM executor reads them, others ignore them).
+SLURM_KEYS = ("slurm_partition", "constraint", "gpu_model", "slurm_extra")
+
+
+def slurm_keys(config: dict, stage: str) -> set[str]:
+    """The SLURM keys (and signal_before_s) any table of the stage sets: the stage's own
+    and each dataset's. A key no table sets is left out, so the profile's default applies."""
+    tables = [stage_resources(config, stage)] + [stage_resources(config, stage, ds) for ds in config["datasets"]]
+    return {k for t in tables for k, v in t.items() if v and (k in SLURM_KEYS or k == "signal_before_s")}
+
+
+def slurm_extra(config: dict, stage: str, dataset: str | None) -> str | None:
+    """A job's extra sbatch flags: slurm_extra, and the time-limit signal.
+
+    SIGTERM to the job's steps (no "B:") signal_before_s before the time limit. The
+    step runs Snakemake (which waits for its running job on SIGTERM) and the
+    trainer, exec'd by the rule's shell (TRAIN_SHELL): it checkpoints and exits
+    75, and the profile's retries resubmit the job, which resumes. Not USR1:
+    it kills the step's Snakemake process, and the step's processes with it,
+    possibly mid-checkpoint. Not B:USR1: it kills the batch shell, ending the
+    job; the trainer then only has KillWait to save. See docs/cluster.md.
+    (That the signal comes before the time limit is checked by signal_problem.)"""
+    table = stage_resources(config, stage, dataset)
+    value = table.get("slurm_extra", "")
+    if table.get("signal_before_s"):
+        value = f"{value} --signal=TERM@{int(table['signal_before_s'])}"
+    return value.strip() or None
+
+
+def signal_problem(config: dict, stage: str, dataset: str | None, runtime: int) -> str | None:
+    """A problem when a job's time-limit signal would not come before its runtime ends."""
+    table = stage_resources(config, stage, dataset)
+    before = table.get("signal_before_s")
+    if not (before and int(before) >= 60 * runtime):
+        return None
+    own = ((config["datasets"].get(dataset, {}).get("resources") or {}).get(stage) or {})
+    where = f"datasets.{dataset}.resources.{stage}" if "signal_before_s" in own else f"resources.{stage}"
+    return (f"{where}.signal_before_s ({before} s) must be shorter than the job's runtime "
+            f"({runtime} min{', from throughput' if table.get('runtime') == 'throughput' else ''})")
+
+
+def _wc(wildcards, name: str):
+    return getattr(wildcards, name, None)
+
+
+def rule_threads(config: dict, stage: str, cpus: int):
+    """A rule's threads, per job (a function of its wildcards): its cpus_per_task."""
+    return lambda wc: stage_resources(config, stage, _wc(wc, "dataset")).get("cpus_per_task", cpus)
+
+
+def rule_resources(config: dict, stage: str, mem_mb: int, runtime: int, cpus: int, gpu: bool = False) -> dict:
+    """Every resource a rule of ``stage`` declares, each a function of a job's wildcards
+    (the dataset's own datasets.<name>.resources.<stage> > resources.<stage> >
+    resources.default > the given fallback): mem_mb, runtime, cpus_per_task, gpu (GPU
+    stages), and the SLURM-only keys some table of the stage sets."""
+
+    def table(wc):
+        return stage_resources(config, stage, _wc(wc, "dataset"))
+
+    def job_runtime(wc):
+        # `runtime: throughput` on a training stage: from max_updates, tokens per update
+        # and the architecture's tokens/s (training_budget, docs/cluster.md)
+        minutes = runtime_minutes(config, stage, _wc(wc, "dataset"), _wc(wc, "model"), runtime)
+        problem = signal_problem(config, stage, _wc(wc, "dataset"), minutes)
+        if problem:
+            raise ValueError(problem)
+        return minutes
+
+    def job_gpu(wc):
+        # training jobs also check that their GPUs x max_tokens fit the dataset's
+        # tokens per update (effective_batch_tokens)
+        ds, model = _wc(wc, "dataset"), _wc(wc, "model")
+        problem = check_batch(config, stage, ds, model) if stage in TRAIN_STAGES and ds and model else None
+        if problem:
+            raise ValueError(problem)
+        return int(table(wc).get("gpu", 0) or 0)
+
+    # tasks_per_gpu 0: one task per job, whatever its GPUs (torchrun starts the processes).
+    # snakemake-executor-plugin-slurm 2.6 otherwise adds --ntasks-per-gpu=1, i.e. GPUs x
+    # cpus_per_task CPUs per job (2.8 adds nothing).
+    out = {"gpu": job_gpu, "tasks_per_gpu": 0} if gpu else {}
+    out.update(mem_mb=lambda wc: table(wc).get("mem_mb", mem_mb), runtime=job_runtime,
+               cpus_per_task=rule_threads(config, stage, cpus))
+    # SLURM-only: a key no table of the stage sets is left out, so the profile's default
+    # applies; a job whose tables do not set a key the stage declares gets None.
+    keys = slurm_keys(config, stage)
+    if "slurm_partition" in keys:
+        out["slurm_partition"] = lambda wc: str(table(wc).get("slurm_partition", "")) or None
+    if "constraint" in keys:  # sbatch -C (slurm_extra may not carry it)
+        out["constraint"] = lambda wc: table(wc).get("constraint") or None
+    if "gpu_model" in keys:  # sbatch --gpus=<model>:<gpu>
+        out["gpu_model"] = lambda wc: (table(wc).get("gpu_model") or None) if int(table(wc).get("gpu", 0) or 0) > 0 else None
+    if "slurm_extra" in keys or "signal_before_s" in keys:
+        out["slurm_extra"] = lambda wc: slurm_extra(config, stage, _wc(wc, "dataset"))
+    return out

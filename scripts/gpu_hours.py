@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from aeqa_model import cluster  # noqa: E402
+from aeqa_model.config import load_config  # noqa: E402
 from aeqa_model.paper.grid import training_runs  # noqa: E402
 
 
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     p.add_argument("--configfile", default=str(ROOT / "config/config.yaml"))
     p.add_argument("--format", choices=["md", "json"], default="md")
     args = p.parse_args(argv)
-    config = cluster.load_config(args.configfile, ROOT)
+    config = load_config(args.configfile, ROOT)
     if not (config.get("throughput") or {}).get("tokens_per_s"):
         p.error(f"{args.configfile} has no throughput.tokens_per_s section")
     table = costs(config)

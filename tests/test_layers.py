@@ -6,7 +6,9 @@ Each layer imports only from the layers below it, so the models can be built,
 loaded and decoded without the trainer (as fairseq's generate.py loads models
 through checkpoint_utils without its trainer). metrics and paper sit beside
 the stack: metrics reads data's tokenizer, paper renders what metrics wrote.
-cluster.py (the workflow's SLURM and config checks) reads the registries.
+cluster.py (the workflow's per-job resources) reads the registries; config.py (the
+workflow's config: loading and start-up checks) reads them, metrics' checkpoint
+check and cluster.
 
 Counted as imports: every ``import`` and ``from ... import`` anywhere in a file
 (inside functions too), and the registries' lazy ``"aeqa_model.x.y:Name"``
@@ -30,6 +32,7 @@ LAYER_OF = {
     "metrics": "metrics",
     "paper": "paper",
     "cluster": "cluster",
+    "config": "config",
 }
 
 # layer -> the other layers it may import
@@ -42,6 +45,7 @@ MAY_IMPORT = {
     "metrics": {"base", "data"},
     "paper": {"base", "metrics"},
     "cluster": {"base", "data", "models", "decode"},
+    "config": {"base", "data", "models", "decode", "metrics", "cluster"},
 }
 
 STACK = ("base", "data", "models", "decode", "train")

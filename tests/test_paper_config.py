@@ -58,7 +58,7 @@ def paper_jobs():
 
 @pytest.fixture(scope="module")
 def paper_config():
-    from aeqa_model.cluster import load_config
+    from aeqa_model.config import load_config
 
     return load_config(ROOT / "config/config.yaml", ROOT)
 

@@ -6,10 +6,10 @@
 
 rule bpe:
     input:
-        report=f"{RESULTS}/data/{{dataset}}/tok/report.json",
+        report=path("tok_report"),
     output:
-        codes=f"{RESULTS}/data/{{dataset}}/bpe/codes",
-        done=f"{RESULTS}/data/{{dataset}}/bpe/done.json",
+        codes=path("bpe_codes"),
+        done=path("bpe_done"),
     wildcard_constraints:
         dataset="|".join(TRAINABLE) or "^$",
     params:
@@ -34,16 +34,16 @@ rule bpe:
 
 rule bpe_eval_only:
     input:
-        report=f"{RESULTS}/data/{{dataset}}/tok/report.json",
-        parent=lambda wc: f"{data_dir(model_dataset(wc.dataset))}/bpe/done.json",
+        report=path("tok_report"),
+        parent=lambda wc: path("bpe_done", dataset=model_dataset(wc.dataset)),
     output:
-        done=f"{RESULTS}/data/{{dataset}}/bpe/done.json",
+        done=path("bpe_done"),
     wildcard_constraints:
         dataset="|".join(EVAL_ONLY) or "^$",
     params:
         python=PYTHON,
         scripts=SCRIPTS,
-        codes=lambda wc: f"{data_dir(model_dataset(wc.dataset))}/bpe/codes",
+        codes=lambda wc: path("bpe_codes", dataset=model_dataset(wc.dataset)),
         inputs=lambda wc: text_files(wc.dataset, "tok"),
         outputs=lambda wc: text_files(wc.dataset, "bpe"),
     log:
@@ -60,7 +60,7 @@ rule binarize:
     input:
         unpack(binarize_inputs),
     output:
-        report=f"{RESULTS}/data/{{dataset}}/bin/report.json",
+        report=path("bin_report"),
     params:
         python=PYTHON,
         dictionary=lambda wc: dict_path(wc.dataset),
@@ -82,12 +82,12 @@ rule binarize:
 
 rule bpe_kd:
     input:
-        codes=f"{RESULTS}/data/{{dataset}}/bpe/codes",
-        src=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/tok/train.src",
-        tgt=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/tok/train.tgt",
+        codes=path("bpe_codes"),
+        src=path("kd_train", stage="tok", side="src"),
+        tgt=path("kd_train", stage="tok", side="tgt"),
     output:
-        src=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/bpe/train.src",
-        tgt=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/bpe/train.tgt",
+        src=path("kd_train", stage="bpe", side="src"),
+        tgt=path("kd_train", stage="bpe", side="tgt"),
     params:
         python=PYTHON,
         scripts=SCRIPTS,
@@ -103,11 +103,11 @@ rule bpe_kd:
 
 rule binarize_kd:
     input:
-        binarized=f"{RESULTS}/data/{{dataset}}/bin/report.json",
-        src=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/bpe/train.src",
-        tgt=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/bpe/train.tgt",
+        binarized=path("bin_report"),
+        src=path("kd_train", stage="bpe", side="src"),
+        tgt=path("kd_train", stage="bpe", side="tgt"),
     output:
-        report=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/bin/report.json",
+        report=path("kd_bin_report"),
     params:
         python=PYTHON,
         dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",

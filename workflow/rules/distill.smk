@@ -7,10 +7,10 @@
 
 rule distill_shard:
     input:
-        binarized=f"{RESULTS}/data/{{dataset}}/bin/report.json",
+        binarized=path("bin_report"),
         teacher=teacher_path,
     output:
-        shard=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/shards/{{shard}}.tok",
+        shard=path("kd_shard"),
     params:
         python=PYTHON,
         dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",
@@ -41,12 +41,11 @@ rule distill_shard:
 rule distill_gather:
     localrule: True
     input:
-        shards=lambda wc: expand(f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/shards/{{shard}}.tok",
-                                 dataset=wc.dataset, direction=wc.direction, shard=range(shard_count())),
+        shards=distill_shards,
     output:
-        src=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/tok/train.src",
-        tgt=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/tok/train.tgt",
-        report=f"{RESULTS}/data/{{dataset}}/kd/{{direction}}/tok/report.json",
+        src=path("kd_train", stage="tok", side="src"),
+        tgt=path("kd_train", stage="tok", side="tgt"),
+        report=path("kd_tok_report"),
     params:
         python=PYTHON,
         src=lambda wc: f"{data_dir(wc.dataset)}/tok/train.{src_tgt(wc.direction)[0]}",

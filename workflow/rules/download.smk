@@ -5,7 +5,7 @@
 
 rule download:
     output:
-        manifest=f"{RESULTS}/data/{{dataset}}/orig/manifest.json",
+        manifest=path("manifest"),
     params:
         python=PYTHON,
         scripts=SCRIPTS,

@@ -7,10 +7,10 @@ rule decode:
     input:
         unpack(decode_inputs),
     output:
-        tok=f"{RESULTS}/decode/{{dataset}}/{{direction}}/{{data}}/{{model}}/{{decoding}}/hyp.tok",
-        bpe=f"{RESULTS}/decode/{{dataset}}/{{direction}}/{{data}}/{{model}}/{{decoding}}/hyp.bpe",
-        detok=f"{RESULTS}/decode/{{dataset}}/{{direction}}/{{data}}/{{model}}/{{decoding}}/hyp.detok",
-        speed=f"{RESULTS}/decode/{{dataset}}/{{direction}}/{{data}}/{{model}}/{{decoding}}/speed.json",
+        tok=path("decode", file="hyp.tok"),
+        bpe=path("decode", file="hyp.bpe"),
+        detok=path("decode", file="hyp.detok"),
+        speed=path("decode", file="speed.json"),
     params:
         python=PYTHON,
         dictionary=lambda wc: dict_path(wc.dataset),
@@ -41,27 +41,19 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        metrics=f"{RESULTS}/eval/{{dataset}}/{{direction}}/{{data}}/{{model}}/{{decoding}}/metrics.json",
+        metrics=path("metrics"),
     params:
         python=PYTHON,
         scripts=SCRIPTS,
-        ref_tok=lambda wc: f"{data_dir(wc.dataset)}/tok/{config['evaluate']['test_split']}.{src_tgt(wc.direction)[1]}",
-        ref_detok=lambda wc: f"{data_dir(wc.dataset)}/orig/{config['evaluate']['test_split']}.{src_tgt(wc.direction)[1]}",
-        src_detok=lambda wc: f"{data_dir(wc.dataset)}/orig/{config['evaluate']['test_split']}.{src_tgt(wc.direction)[0]}",
+        ref_tok=lambda wc: eval_text(wc, "tok", "tgt"),
+        ref_detok=lambda wc: eval_text(wc, "orig", "tgt"),
+        src_detok=lambda wc: eval_text(wc, "orig", "src"),
         tgt_lang=lambda wc: src_tgt(wc.direction)[1],
         spec=jq(config["evaluate"]),
-        cell=lambda wc: jq({"run": RUN, "dataset": wc.dataset, "direction": wc.direction,
-                            "src": src_tgt(wc.direction)[0], "tgt": src_tgt(wc.direction)[1], "data": wc.data,
-                            "model": wc.model, "arch": arch(wc.model), "decoding": wc.decoding,
-                            "model_config": MODELS[wc.model], "decoding_config": DECODINGS[wc.decoding]}),
-        provenance=lambda wc: jq({"config_sha256": settings_sha(config["evaluate"], MODELS[wc.model], DECODINGS[wc.decoding],
-                                                                 model_seed(wc.model), RUN, wc.dataset, wc.direction, wc.data),
-                                  "seed": model_seed(wc.model)}),
-        baseline=lambda wc, input: ["--baseline-hyp-tok", input.baseline, "--baseline-name",
-                                    config["evaluate"]["significance_baseline"]] if "baseline" in input.keys() else [],
-        extra=lambda wc, input: (
-            (["--extra-refs-tok", *extra_reference_files(wc.dataset)] if extra_reference_files(wc.dataset) else [])
-            + (["--multi-reference-from", input.multi_reference] if "multi_reference" in input.keys() else [])),
+        cell=eval_cell,
+        provenance=eval_provenance,
+        baseline=eval_baseline_args,
+        extra=eval_extra_args,
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.log",
     benchmark:

@@ -34,10 +34,10 @@ for _name in config.get("outputs", {}):
 rule paper_index:
     localrule: True
     input:
-        [f"{RESULTS}/paper/{n}.{'csv' if output_kind(n) == 'table' else 'png'}" for n in config.get("outputs", {})],
-        f"{RESULTS}/paper/learning_curves.png",
+        [paper_file(n, table_ext="csv") for n in config.get("outputs", {})],
+        LEARNING_CURVES["png"],
     output:
-        f"{RESULTS}/paper/README.md",
+        PAPER_INDEX,
     params:
         python=PYTHON,
         scripts=SCRIPTS,
@@ -57,9 +57,7 @@ rule learning_curves:
     input:
         models=trained_models(),
     output:
-        png=f"{RESULTS}/paper/learning_curves.png",
-        pdf=f"{RESULTS}/paper/learning_curves.pdf",
-        csv=f"{RESULTS}/paper/learning_curves.csv",
+        **LEARNING_CURVES,
     params:
         python=PYTHON,
         scripts=SCRIPTS,

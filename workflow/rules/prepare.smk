@@ -4,9 +4,9 @@
 
 rule prepare:
     input:
-        manifest=f"{RESULTS}/data/{{dataset}}/orig/manifest.json",
+        manifest=path("manifest"),
     output:
-        report=f"{RESULTS}/data/{{dataset}}/tok/report.json",
+        report=path("tok_report"),
     params:
         python=PYTHON,
         scripts=SCRIPTS,

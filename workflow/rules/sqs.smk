@@ -8,10 +8,10 @@
 
 rule pretrain_sqs_encoder:
     input:
-        manifest=f"{RESULTS}/data/{{dataset}}/orig/manifest.json",
+        manifest=path("manifest"),
     output:
-        encoder=f"{RESULTS}/sqs/{{dataset}}/encoder.pt",
-        stats=f"{RESULTS}/sqs/{{dataset}}/encoder_stats.json",
+        encoder=path("sqs_encoder"),
+        stats=path("sqs_encoder_stats"),
     params:
         python=PYTHON,
         spec=jq(encoder_stage_spec()),
@@ -24,16 +24,9 @@ rule pretrain_sqs_encoder:
         f"{RESULTS}/logs/pretrain_sqs/{{dataset}}.encoder.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_sqs/{{dataset}}.encoder.tsv"
-    threads: res("pretrain_sqs", "cpus_per_task", config.get("threads", 1))
+    threads: stage_threads("pretrain_sqs")
     resources:
-        gpu=res("pretrain_sqs", "gpu", 0),
-        tasks_per_gpu=0,  # one task per job (see stage_resources)
-        mem_mb=res("pretrain_sqs", "mem_mb", 4000),
-        runtime=res("pretrain_sqs", "runtime", 60),
-        cpus_per_task=res("pretrain_sqs", "cpus_per_task", config.get("threads", 1)),
-        **slurm_resources("pretrain_sqs"),
-    conda:
-        CONDA_ENV
+        **stage_resources("pretrain_sqs", mem_mb=4000, runtime=60, gpu=True),
     shell:
         "exec {params.launcher:q} -m aeqa_model.sqs_pretrain --stage encoder --spec {params.spec:q} --src-text {params.src:q}"
         " --tgt-text {params.tgt:q} --codebook-size 0 --dim 0 --encoder-out {output.encoder:q}"
@@ -43,10 +36,10 @@ rule pretrain_sqs_encoder:
 
 rule pretrain_sqs:
     input:
-        encoder=f"{RESULTS}/sqs/{{dataset}}/encoder.pt",
+        encoder=path("sqs_encoder"),
     output:
-        sqs=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}/sqs.pt",
-        stats=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}/stats.json",
+        sqs=path("sqs", file="sqs.pt"),
+        stats=path("sqs", file="stats.json"),
     wildcard_constraints:
         k=r"\d+",
         dim=r"\d+",
@@ -62,16 +55,9 @@ rule pretrain_sqs:
         f"{RESULTS}/logs/pretrain_sqs/{{dataset}}.K{{k}}_D{{dim}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_sqs/{{dataset}}.K{{k}}_D{{dim}}.tsv"
-    threads: res("pretrain_sqs", "cpus_per_task", config.get("threads", 1))
+    threads: stage_threads("pretrain_sqs")
     resources:
-        gpu=res("pretrain_sqs", "gpu", 0),
-        tasks_per_gpu=0,  # one task per job (see stage_resources)
-        mem_mb=res("pretrain_sqs", "mem_mb", 4000),
-        runtime=res("pretrain_sqs", "runtime", 60),
-        cpus_per_task=res("pretrain_sqs", "cpus_per_task", config.get("threads", 1)),
-        **slurm_resources("pretrain_sqs"),
-    conda:
-        CONDA_ENV
+        **stage_resources("pretrain_sqs", mem_mb=4000, runtime=60, gpu=True),
     shell:
         "exec {params.launcher:q} -m aeqa_model.sqs_pretrain --stage align --spec {params.spec:q} --src-text {params.src:q}"
         " --tgt-text {params.tgt:q} --codebook-size {wildcards.k} --dim {wildcards.dim}"
@@ -83,8 +69,8 @@ rule pretrain_sqs:
 # own (the "longer pre-alignment" ablation); the encoder stage is shared.
 use rule pretrain_sqs as pretrain_sqs_variant with:
     output:
-        sqs=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}_A{{align}}/sqs.pt",
-        stats=f"{RESULTS}/sqs/{{dataset}}/K{{k}}_D{{dim}}_A{{align}}/stats.json",
+        sqs=path("sqs_variant", file="sqs.pt"),
+        stats=path("sqs_variant", file="stats.json"),
     wildcard_constraints:
         k=r"\d+",
         dim=r"\d+",

@@ -9,7 +9,7 @@ rule train_nat:
     input:
         unpack(train_inputs),
     output:
-        model=f"{RESULTS}/models/{{dataset}}/{{direction}}/{{data}}/{{model}}/model.pt",
+        model=path("model"),
     wildcard_constraints:
         data="raw|kd",
     params:
@@ -19,7 +19,7 @@ rule train_nat:
         out_dir=lambda wc, output: str(Path(output.model).parent),
         seed=lambda wc: model_seed(wc.model),
         device=config.get("device", "auto"),
-        config_sha=lambda wc: settings_sha(train_params(wc), model_seed(wc.model), RUN),
+        config_sha=train_config_sha,
     log:
         f"{RESULTS}/logs/train_nat/{{dataset}}.{{direction}}.{{data}}.{{model}}.log",
     benchmark:

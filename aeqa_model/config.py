@@ -1,0 +1,323 @@
+"""The workflow's config as the rules see it: loaded, merged, checked, with the
+model facts the rules need (no Snakemake needed; tests/test_config.py).
+
+``workflow/rules/common.smk`` calls :func:`load` once, at start-up::
+
+    config = load(config, ROOT)
+
+which merges the paper grid into the config (``paper_grid``), checks it against
+the JSON schema (``workflow/schemas/config.schema.yaml``, every violation on one
+line), gives every model the ``model_defaults`` its architecture takes, and checks
+what the config names (datasets, sources, models, decodings, sizes, local paths)
+and its resources. Every problem is raised as one ``ValueError`` whose message
+starts with ``invalid config``, before any job runs.
+
+Model facts come from the models themselves: a model's default decoding is its
+class's ``default_decoding``, its width follows the size table the trainer uses
+(``models.transformer.SIZES`` overlaid by the config's ``model_sizes``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from aeqa_model import cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+# An AEQA model's codebook size K when its entry does not set codebook_size.
+CODEBOOK_SIZE = 2048
+
+
+# ------------------------------------------------------------------ loading --
+def merge_paper_grid(cfg: dict, root: Path = ROOT) -> dict:
+    """The table/figure grid lives in its own file (config key paper_grid); it may add
+    sweep models and decodings, which join the base ones. Merges in place and returns
+    ``cfg``. A paper_grid or section of the wrong type is left to the schema check."""
+    grid_path = cfg.get("paper_grid")
+    if not grid_path or not isinstance(grid_path, str):
+        return cfg
+    path = Path(grid_path) if Path(grid_path).is_absolute() else Path(root) / grid_path
+    if not path.exists():
+        raise ValueError(f"config key paper_grid: {path} does not exist")
+    grid = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for section in ("models", "decodings"):
+        if not isinstance(cfg.get(section, {}), dict):
+            continue
+        extra = grid.get(section) or {}
+        clash = sorted(set(extra) & set(cfg.get(section, {})) - {k for k in extra if extra[k] == cfg[section].get(k)})
+        if clash:
+            raise ValueError(f"{path}: {section} {clash} are already defined in the config with other values")
+        cfg.setdefault(section, {}).update(extra)
+    cfg["outputs"] = grid.get("outputs", {})
+    return cfg
+
+
+def apply_model_defaults(cfg: dict) -> list[str]:
+    """``model_defaults: {option: value}``: every model whose architecture takes the
+    option and does not set it gets the value (so that settings the paper does not
+    give, e.g. softcopy_tau, are written once and reach every model, grid sweeps
+    included). Returns problems (an option no architecture takes)."""
+    from aeqa_model.models import check_options
+
+    problems = []
+    for key, value in (cfg.get("model_defaults") or {}).items():
+        takers = [name for name, spec in cfg.get("models", {}).items()
+                  if not check_options(name, {"arch": spec.get("arch"), key: value})]
+        if not takers:
+            problems.append(f"model_defaults.{key}: no model's architecture takes this option")
+        for name in takers:
+            cfg["models"][name].setdefault(key, value)
+    return problems
+
+
+def load_config(path: str | Path, root: Path | None = None) -> dict:
+    """A config file as the workflow sees it (its paper grid merged in, model_defaults
+    applied), without the checks of :func:`load` (scripts/gpu_hours.py)."""
+    cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    cfg = merge_paper_grid(cfg, root or ROOT)
+    apply_model_defaults(cfg)
+    return cfg
+
+
+def load(cfg: dict, root: Path = ROOT) -> dict:
+    """The workflow's start-up: merge the paper grid, check the schema (once), apply
+    model_defaults, check references and resources. Returns ``cfg`` (changed in place);
+    raises ValueError("invalid config ...") naming every problem."""
+    cfg = merge_paper_grid(cfg, root)
+    check_schema(cfg)
+    problems = apply_model_defaults(cfg)
+    check_references(cfg, problems)
+    check_resources(cfg)
+    return cfg
+
+
+def _invalid(errors: list[str]):
+    if errors:
+        raise ValueError("invalid config (fix these before anything runs):\n  " + "\n  ".join(errors))
+
+
+# ------------------------------------------------------------------- schema --
+def check_schema(cfg: dict, schema: Path = SCHEMA) -> None:
+    """Validate against the JSON schema; every violation as one line naming its key.
+
+    Snakemake's own ``validate`` reports only the first problem, buried under a
+    dump of the schema and the whole config; this lists them all, briefly. (The
+    schema sets no defaults, so Snakemake's ``validate`` would add nothing.)"""
+    import jsonschema
+
+    rules = yaml.safe_load(Path(schema).read_text(encoding="utf-8"))
+    errors = []
+    for err in sorted(jsonschema.Draft202012Validator(rules).iter_errors(cfg), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(p) for p in err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = sorted(err.schema.get("properties", {}))
+            for key in sorted(set(err.instance) - set(allowed)):
+                name = f"{where}.{key}" if where else key
+                errors.append(f"{name}: unknown key (allowed here: {', '.join(allowed)})")
+        else:
+            errors.append(f"{where or '(top level)'}: {err.message}")
+    if errors:
+        raise ValueError(f"invalid config ({len(errors)} problem(s); fix them in the config file or --config, "
+                         f"the schema is {schema}):\n  " + "\n  ".join(errors))
+
+
+# -------------------------------------------------------------- model facts --
+def size_table(cfg: dict) -> dict:
+    """Named model sizes: the built-in ones (models.transformer.SIZES), overlaid by
+    the config's model_sizes (the trainer's table, models' build)."""
+    from aeqa_model.models.transformer import SIZES
+
+    return {**SIZES, **(cfg.get("model_sizes") or {})}
+
+
+def default_decoding(spec: dict) -> str:
+    """A model entry's decoding: its own ``decoding:``, else its class's default_decoding."""
+    from aeqa_model.models import model_class
+
+    return spec.get("decoding") or model_class(spec["arch"]).default_decoding
+
+
+def codebook_size(spec: dict) -> int:
+    return int(spec.get("codebook_size", CODEBOOK_SIZE))
+
+
+def model_width(cfg: dict, spec: dict) -> int:
+    """embed_dim of a model entry: its own, else its size's, else TransformerConfig's."""
+    from aeqa_model.models.transformer import TransformerConfig
+
+    size = size_table(cfg).get(spec["size"], {})
+    return int(spec.get("embed_dim", size.get("embed_dim", TransformerConfig.embed_dim)))
+
+
+def evaluation_only(cfg: dict) -> list[str]:
+    """Evaluation-only datasets (evaluation_of: another dataset), in config order."""
+    return [d for d, spec in cfg["datasets"].items() if spec.get("evaluation_of")]
+
+
+# --------------------------------------------------------------------- grid --
+def output_cells(cfg: dict, name: str) -> list[tuple[str, str, str, str, str]]:
+    """Every (dataset, direction, data, model, decoding) cell an output needs, its
+    ``default`` decodings resolved to each model's (sorted, without repeats)."""
+    cells = set()
+    for block in cfg.get("outputs", {}).get(name, {}).get("blocks", []):
+        for ds in block["datasets"]:
+            for direction in block.get("directions") or cfg["datasets"][ds]["directions"]:
+                for data in block.get("data", ["raw"]):
+                    for model in block["models"]:
+                        for dec in block.get("decodings", ["default"]):
+                            dec = default_decoding(cfg["models"][model]) if dec == "default" else dec
+                            cells.add((ds, direction, data, model, dec))
+    return sorted(cells)
+
+
+def reads_metric(obj, metric: str) -> bool:
+    """Whether an output spec reads `metric` anywhere (defaults, columns, rows, series)."""
+    if isinstance(obj, dict):
+        return obj.get("metric") == metric or any(reads_metric(v, metric) for v in obj.values())
+    if isinstance(obj, list):
+        return any(reads_metric(v, metric) for v in obj)
+    return False
+
+
+def multi_reference_cells(cfg: dict) -> set[tuple[str, str, str, str, str]]:
+    """The cells whose metrics.json carries a multi_reference score: those of the
+    outputs that read it (Table 4), in a direction the multi-reference set has
+    (its references are German: EN-DE only, never DE-EN)."""
+    datasets = cfg["datasets"]
+    cells = set()
+    for name, spec in cfg.get("outputs", {}).items():
+        if reads_metric(spec, "multi_reference"):
+            for cell in output_cells(cfg, name):
+                multi = datasets[cell[0]].get("multi_reference")
+                if multi and cell[1] in datasets[multi]["directions"]:
+                    cells.add(cell)
+    return cells
+
+
+# --------------------------------------------------------------- references --
+def check_references(cfg: dict, problems: list[str] = ()) -> None:
+    """Fail at start-up (before any job) when the config names things that do not
+    exist. ``problems``: those found while loading (apply_model_defaults)."""
+    from aeqa_model.decode import check_decoding
+    from aeqa_model.metrics.neural import check_checkpoint_setting
+    from aeqa_model.models import check_options
+
+    datasets, models, decodings = cfg["datasets"], cfg["models"], cfg["decodings"]
+    eval_only = evaluation_only(cfg)
+    trainable = [d for d in datasets if d not in eval_only]
+    sizes = size_table(cfg)
+    errors = []
+    for name, ds in datasets.items():
+        for src in ds.get("sources", []):
+            if src not in cfg.get("sources", {}):
+                errors.append(f"datasets.{name}.sources: unknown source {src!r}")
+        for direction in ds["directions"]:
+            parts = direction.split("-")
+            if len(parts) != 2 or set(parts) - set(ds["langs"]):
+                errors.append(f"datasets.{name}.directions: {direction!r} is not a pair of {ds['langs']}")
+    for name, decoding in decodings.items():
+        errors.extend(check_decoding(name, decoding))
+    for name, model in models.items():
+        errors.extend(check_options(name, model))
+        if model["size"] not in sizes:
+            errors.append(f"models.{name}.size: unknown size {model['size']!r}")
+        if model.get("decoding") and model["decoding"] not in decodings:
+            errors.append(f"models.{name}.decoding: unknown decoding {model['decoding']!r}")
+    for name in eval_only:
+        parent = datasets[name]["evaluation_of"]
+        if parent not in trainable:
+            errors.append(f"datasets.{name}.evaluation_of: {parent!r} is not a trainable dataset")
+    for name, ds in datasets.items():
+        mr = ds.get("multi_reference")
+        if mr and (mr not in eval_only or datasets[mr]["evaluation_of"] != name):
+            errors.append(f"datasets.{name}.multi_reference: {mr!r} must be an evaluation_of: {name} dataset")
+        elif mr and set(datasets[mr]["directions"]) - set(ds["directions"]):
+            errors.append(f"datasets.{mr}.directions: {datasets[mr]['directions']} must be among "
+                          f"datasets.{name}.directions {ds['directions']}")
+    errors.extend(problems)
+    for name, ds in datasets.items():
+        for model in ds.get("model_training") or {}:
+            if model not in models:
+                errors.append(f"datasets.{name}.model_training: unknown model {model!r}")
+    teacher = cfg["distill"]["teacher"]
+    if teacher not in models:
+        errors.append(f"distill.teacher: unknown model {teacher!r}")
+    for out, spec in cfg.get("outputs", {}).items():
+        for i, block in enumerate(spec.get("blocks", [])):
+            for ds in block["datasets"]:
+                if ds not in datasets:
+                    errors.append(f"outputs.{out}.blocks[{i}].datasets: unknown dataset {ds!r}")
+            for m in block["models"]:
+                if m not in models:
+                    errors.append(f"outputs.{out}.blocks[{i}].models: unknown model {m!r}")
+            for dec in block.get("decodings", ["default"]):
+                if dec != "default" and dec not in decodings:
+                    errors.append(f"outputs.{out}.blocks[{i}].decodings: unknown decoding {dec!r}")
+    errors.extend(mbart_problems(cfg["pretrain_sqs"]))
+    for key in ("comet_model", "bleurt_checkpoint"):
+        problem = check_checkpoint_setting(key, cfg["evaluate"].get(key))
+        if problem:
+            errors.append(problem)
+    # A local source whose path is set but wrong is a typo: say so now. One still at
+    # `path: null` (not obtained yet, e.g. CWMT in the paper config) fails in its
+    # download job with its instructions, so that the paper DAG still dry-runs.
+    used = {src for ds in datasets.values() for src in ds.get("sources", [])}
+    for name in sorted(used & set(cfg.get("sources", {}))):
+        src = cfg["sources"][name]
+        if src.get("type") == "local" and src.get("path") and not Path(src["path"]).expanduser().is_file():
+            errors.append(f"sources.{name}.path: local file {src['path']} not found; "
+                          + (src.get("instructions") or "fix the path, or set it to null until you have the file"))
+    _invalid(errors)
+
+
+def mbart_problems(sqs: dict) -> list[str]:
+    """pretrain_sqs.encoder: mbart needs a complete local mBART directory: the files
+    aeqa_model.sqs_pretrain.check_mbart_dir needs (its tokenizer included), checked
+    here so that a bad directory fails before any job."""
+    if sqs["encoder"] != "mbart":
+        return []
+    if not sqs.get("mbart_path"):
+        return ["pretrain_sqs.mbart_path: required when pretrain_sqs.encoder is mbart; set it to a local "
+                "mbart-large-cc25 directory, or use encoder: embedded"]
+    mbart = Path(sqs["mbart_path"]).expanduser()
+    if not mbart.is_dir():
+        return [f"pretrain_sqs.mbart_path: {sqs['mbart_path']} is not a directory; download "
+                "mbart-large-cc25 there, or use encoder: embedded"]
+    missing = [name for name in ("config.json", "sentencepiece.bpe.model") if not (mbart / name).is_file()]
+    if not list(mbart.glob("*.bin")) + list(mbart.glob("*.safetensors")):
+        missing.append("pytorch_model.bin or model.safetensors")
+    if missing:
+        return [f"pretrain_sqs.mbart_path: {mbart} is an incomplete mBART directory, missing "
+                f"{', '.join(missing)}; copy the whole facebook/mbart-large-cc25 snapshot there"]
+    return []
+
+
+# ---------------------------------------------------------------- resources --
+def check_resources(cfg: dict) -> None:
+    """Resource settings that would only fail at submission (or silently do the wrong
+    thing) are errors at start-up."""
+    datasets = cfg["datasets"]
+    errors = []
+    stages = set(cfg.get("resources") or {}) - {"default"}
+    for ds in datasets.values():
+        stages |= set(ds.get("resources") or {})
+    for stage in sorted(stages):
+        base = cluster.stage_resources(cfg, stage)
+        for ds in [None, *datasets]:
+            table = cluster.stage_resources(cfg, stage, ds)
+            where = f"datasets.{ds}.resources.{stage}" if ds else f"resources.{stage}"
+            runtime, before = table.get("runtime"), table.get("signal_before_s")
+            if runtime == "throughput" and stage not in cluster.TRAIN_STAGES:
+                errors.append(f"{where}.runtime: 'throughput' is only for the training stages "
+                              f"{', '.join(cluster.TRAIN_STAGES)}")
+            elif runtime == "throughput" and not (cfg.get("throughput") or {}).get("tokens_per_s"):
+                errors.append(f"{where}.runtime: 'throughput' needs the config's throughput.tokens_per_s")
+            elif isinstance(runtime, int) and before and int(before) >= 60 * runtime:
+                errors.append(f"{where}.signal_before_s ({before} s) must be shorter than its runtime ({runtime} min)")
+            if ds and table.get("slurm_partition") and not base.get("slurm_partition"):
+                # a job of another dataset would otherwise drop the profile's default partition
+                errors.append(f"{where}.slurm_partition: set resources.{stage}.slurm_partition (or "
+                              f"resources.default's) too, for the other datasets' {stage} jobs")
+    _invalid(errors)

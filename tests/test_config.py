@@ -1,0 +1,146 @@
+"""aeqa_model.config directly (no Snakemake): loading, the schema check, the reference
+and resource checks with the messages tests/reliability/test_bad_config.py expects
+through `snakemake -n`, and the model facts taken from the models."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aeqa_model import config as cfgmod
+from aeqa_model.models import model_class
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def smoke() -> dict:
+    return yaml.safe_load((ROOT / "config/smoke.yaml").read_text(encoding="utf-8"))
+
+
+def problems(cfg: dict) -> str:
+    with pytest.raises(ValueError) as err:
+        cfgmod.load(cfg, ROOT)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("name", ["smoke", "demo", "fidelity", "config"])
+def test_every_shipped_config_loads(name):
+    cfg = yaml.safe_load((ROOT / f"config/{name}.yaml").read_text(encoding="utf-8"))
+    assert cfgmod.load(cfg, ROOT) is cfg
+    if cfg.get("paper_grid"):
+        assert cfg["outputs"], "the paper grid's outputs were merged in"
+
+
+def test_schema_lists_every_problem_on_one_line_each():
+    cfg = smoke()
+    cfg["bogus_key"] = 3
+    cfg["training"]["lr"] = "fast"
+    cfg["distill"]["shards"] = -2
+    message = problems(cfg)
+    assert message.startswith("invalid config (3 problem(s)")
+    assert "bogus_key: unknown key (allowed here:" in message
+    assert "training.lr: 'fast' is not of type 'number'" in message
+    assert "distill.shards: -2 is less than the minimum of 1" in message
+    assert "Failed validating" not in message
+
+
+def test_schema_checks_models_the_paper_grid_adds(tmp_path):
+    grid = {"models": {"extra": {"arch": "vanilla_nat", "size": "smoke", "seed": -1}}, "decodings": {}, "outputs": {}}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid), encoding="utf-8")
+    cfg = smoke()
+    cfg["paper_grid"] = str(tmp_path / "grid.yaml")
+    assert "models.extra.seed: -1 is less than the minimum of 0" in problems(cfg)
+
+
+def test_paper_grid_clash_and_missing_file(tmp_path):
+    cfg = smoke()
+    cfg["paper_grid"] = str(tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match="config key paper_grid: .*nope.yaml does not exist"):
+        cfgmod.merge_paper_grid(cfg, ROOT)
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({"models": {"at": {"arch": "at", "size": "big"}}}))
+    cfg["paper_grid"] = str(tmp_path / "grid.yaml")
+    with pytest.raises(ValueError, match=r"models \['at'\] are already defined in the config with other values"):
+        cfgmod.merge_paper_grid(cfg, ROOT)
+
+
+def test_model_defaults_reach_the_models_that_take_them():
+    cfg = smoke()
+    cfg["model_defaults"] = {"softcopy_tau": 0.5}
+    cfgmod.load(cfg, ROOT)
+    assert cfg["models"]["vanilla_nat"]["softcopy_tau"] == 0.5
+    assert "softcopy_tau" not in cfg["models"]["at"]
+    cfg = smoke()
+    cfg["models"] = {"at": cfg["models"]["at"]}
+    cfg["model_defaults"] = {"softcopy_tau": 0.5}
+    assert "model_defaults.softcopy_tau: no model's architecture takes this option" in problems(cfg)
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda c: c["datasets"]["smoke_ende"].update(sources=["nope"]), "datasets.smoke_ende.sources: unknown source 'nope'"),
+    (lambda c: c["models"]["at"].update(size="huge"), "models.at.size: unknown size 'huge'"),
+    (lambda c: c["models"]["at"].update(codebook_szie=3), "models.at.codebook_szie: unknown option for arch 'at'"),
+    (lambda c: c["distill"].update(teacher="nope"), "distill.teacher: unknown model 'nope'"),
+    (lambda c: c["pretrain_sqs"].update(encoder="mbart", mbart_path="/nonexistent/mbart-large-cc25"),
+     "pretrain_sqs.mbart_path: /nonexistent/mbart-large-cc25 is not a directory"),
+    (lambda c: c["evaluate"].update(comet_model="/nonexistent/wmt22-comet-da"), "evaluate.comet_model"),
+])
+def test_references(edit, says):
+    cfg = smoke()
+    edit(cfg)
+    message = problems(cfg)
+    assert message.startswith("invalid config (fix these before anything runs):")
+    assert says in message
+
+
+def test_mbart_directory_without_tokenizer(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"\0")
+    [problem] = cfgmod.mbart_problems({"encoder": "mbart", "mbart_path": str(tmp_path)})
+    assert "incomplete mBART directory, missing sentencepiece.bpe.model" in problem
+    assert cfgmod.mbart_problems({"encoder": "embedded"}) == []
+
+
+def test_resources():
+    cfg = smoke()
+    cfg["resources"] = {"prepare": {"runtime": "throughput"}}
+    with pytest.raises(ValueError, match=r"resources.prepare.runtime: 'throughput' is only for the training stages"):
+        cfgmod.check_resources(cfg)
+    cfg["resources"] = {"train_nat": {"runtime": 10, "signal_before_s": 600}}
+    with pytest.raises(ValueError, match=r"resources.train_nat.signal_before_s \(600 s\) must be shorter"):
+        cfgmod.check_resources(cfg)
+    cfg["resources"] = {}
+    cfg["datasets"]["smoke_ende"]["resources"] = {"decode": {"slurm_partition": "gpu"}}
+    with pytest.raises(ValueError, match=r"datasets.smoke_ende.resources.decode.slurm_partition: set resources.decode"):
+        cfgmod.check_resources(cfg)
+
+
+def test_model_facts_come_from_the_models():
+    cfg = cfgmod.load(smoke(), ROOT)
+    for spec in cfg["models"].values():
+        assert cfgmod.default_decoding(spec) == (spec.get("decoding") or model_class(spec["arch"]).default_decoding)
+    assert cfgmod.default_decoding({"arch": "at", "decoding": "greedy"}) == "greedy"
+    assert cfgmod.model_width(cfg, cfg["models"]["aeqa_nat"]) == cfg["model_sizes"]["smoke"]["embed_dim"]
+    assert cfgmod.model_width(cfg, {"arch": "at", "size": "big"}) == 1024
+    assert cfgmod.model_width(cfg, {"arch": "at", "size": "base", "embed_dim": 256}) == 256
+    assert cfgmod.codebook_size(cfg["models"]["aeqa_nat"]) == 32
+    assert cfgmod.codebook_size({"arch": "aeqa_nat"}) == cfgmod.CODEBOOK_SIZE
+
+
+def test_output_cells_resolve_default_decodings():
+    cfg = cfgmod.load(smoke(), ROOT)
+    for name in cfg["outputs"]:
+        cells = cfgmod.output_cells(cfg, name)
+        assert cells == sorted(set(cells))
+        assert all(dec != "default" for *_, dec in cells)
+    paper = cfgmod.load(yaml.safe_load((ROOT / "config/config.yaml").read_text(encoding="utf-8")), ROOT)
+    multi = cfgmod.multi_reference_cells(paper)
+    assert multi and all(cell[1] == "en-de" for cell in multi)
+
+
+def test_load_leaves_the_config_it_was_given_usable():
+    cfg = smoke()
+    before = copy.deepcopy(cfg)
+    cfgmod.load(cfg, ROOT)
+    assert set(before) <= set(cfg)
