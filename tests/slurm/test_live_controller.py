@@ -208,9 +208,21 @@ def test_smoke_dag_runs_as_slurm_jobs_and_matches_a_local_run(slurm_cluster, liv
     assert not local & set(per_rule), "local rules must not be submitted"  # they ran on this node:
     assert (results / "smoke/paper/README.md").exists() and (results / "smoke/paper/learning_curves.png").exists()
 
-    # Multi-GPU: the teacher (2 GPUs) was started with torchrun, 1-GPU jobs without.
-    assert out.count("torch.distributed.run --standalone --nproc-per-node 2") == per_rule["train_teacher"], out[-3000:]
-    assert out.count("--nproc-per-node") == per_rule["train_teacher"], "only the 2-GPU teacher uses torchrun"
+    # Multi-GPU: the teacher (2 GPUs) was started with torchrun, 1-GPU jobs without. Read
+    # from each job's own SLURM log (its "Shell command:" lines): snakemake-executor-plugin-slurm
+    # 2.6 does not echo the jobs' commands in the submitting process's output.
+    job_logs = results.parent / "slurm_logs"
+    for rule in GPU_RULES:
+        logs = sorted((job_logs / f"rule_{rule}").glob("*/*.log"))
+        assert len(logs) == per_rule[rule], (rule, logs)
+        for log in logs:
+            commands = [line for line in log.read_text(errors="replace").splitlines()
+                        if line.startswith("Shell command:")]
+            assert commands, f"{log}: no 'Shell command:' line"
+            if rule == "train_teacher":
+                assert all("torch.distributed.run --standalone --nproc-per-node 2" in c for c in commands), log
+            else:
+                assert not any("--nproc-per-node" in c for c in commands), f"{log}: only the 2-GPU teacher uses torchrun"
 
     # The same numbers as a local run of the same config.
     live_runs.local.wait()
