@@ -52,7 +52,8 @@ from aeqa_model.device import pick_device
 from aeqa_model.io import InputError, atomic_open, read_lines, write_json
 from aeqa_model.models.base import masked_mean
 from aeqa_model.models.sqs import SemanticQuantizer
-from aeqa_model.train.trainer import RERUN_EXIT_CODE, SignalFlag, amp_dtype, rng_state, save_checkpoint, set_rng_state
+from aeqa_model.train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from aeqa_model.train.trainer import RERUN_EXIT_CODE, SignalFlag, amp_dtype
 
 MBART_REQUIRED = ("config.json", "sentencepiece.bpe.model")
 DEFAULT_SAVE_EVERY = 1000   # pretrain_sqs.save_every

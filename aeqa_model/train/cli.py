@@ -21,7 +21,8 @@ from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.io import InputError
 from aeqa_model.models.build import describe_nonfinite, nonfinite_entries
 from aeqa_model.provenance import provenance
-from aeqa_model.train.trainer import DIVERGED_EXIT_CODE, Trainer, TrainingDiverged, save_checkpoint
+from aeqa_model.train.checkpoint import save_checkpoint
+from aeqa_model.train.trainer import DIVERGED_EXIT_CODE, Trainer, TrainingDiverged
 
 
 def parse_args(argv=None):

@@ -1,5 +1,7 @@
 """One trainer for every model: token batches, accumulation, Adam + inverse-sqrt,
-AMP on GPU, DDP under torchrun, atomic resumable checkpoints and SLURM signals.
+AMP on GPU, DDP under torchrun, atomic resumable checkpoints and SLURM signals. The
+checkpoint files (writing, fingerprints, resuming, the final weights) are handled by
+:class:`~aeqa_model.train.checkpoint.CheckpointManager`; this module keeps the loop.
 
 Resumption is exact on CPU: a checkpoint holds the model, optimizer, RNG states
 and the data position (epoch, batch index), and batches are a pure function of
@@ -15,9 +17,6 @@ an update whose loss or gradient is not finite is skipped (counted in the log), 
 from __future__ import annotations
 
 import csv
-import functools
-import hashlib
-import json
 import math
 import os
 import random
@@ -38,6 +37,7 @@ from aeqa_model.device import pick_device
 from aeqa_model.io import InputError, atomic_open
 from aeqa_model.models.base import LossTerm, total_loss
 from aeqa_model.models.build import build_model, describe_nonfinite, model_payload, nonfinite_entries
+from aeqa_model.train.checkpoint import CheckpointManager, rng_restore, rng_snapshot, rng_state, setup_fingerprint
 from aeqa_model.train.schedule import inverse_sqrt_lr
 
 RERUN_EXIT_CODE = 75  # EX_TEMPFAIL: "interrupted after a checkpoint, rerun me"
@@ -65,38 +65,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """torch.save to a temp sibling + fsync + rename: never a half-written checkpoint."""
-    with atomic_open(path, "wb") as handle:
-        try:
-            torch.save(payload, handle)
-        except RuntimeError as err:
-            # torch turns a failed write (ENOSPC, EIO) into "[enforce fail at
-            # inline_container.cc] unexpected pos ..."; surface the OSError behind it
-            # so atomic_open reports the disk error and the file.
-            cause = err.__cause__ or err.__context__
-            while cause is not None and not isinstance(cause, OSError):
-                cause = cause.__cause__ or cause.__context__
-            if cause is None:
-                raise
-            raise cause from None
-
-
 class SignalFlag:
     """Records SIGUSR1/SIGTERM (SLURM's warning before the time limit) so the loop can
     checkpoint at the next update boundary instead of dying mid-step."""
@@ -110,50 +78,8 @@ class SignalFlag:
         self.received = signum
 
 
-# Training settings that only change when and how results are written, or how far a
-# run goes: a checkpoint stays resumable across edits of these.
-RESUMABLE_KEYS = {"max_updates", "validate_every", "save_every", "keep_last", "average_last",
-                  "validate_bleu_sentences", "tensorboard", "max_consecutive_skips"}
-
 #: Default of ``training.max_consecutive_skips``.
 MAX_CONSECUTIVE_SKIPS = 10
-
-
-def setup_fingerprint(model_spec: dict, train_spec: dict, seed: int) -> str:
-    """Hash of everything that defines the run a checkpoint belongs to."""
-    settings = {"model": model_spec, "seed": seed,
-                "training": {k: v for k, v in train_spec.items() if k not in RESUMABLE_KEYS}}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _files_digest(paths) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            digest.update(f"{Path(path).suffix}:{os.fstat(handle.fileno()).st_size}:".encode())
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def data_fingerprint(dictionary: Dictionary, train: ParallelCorpus, valid: ParallelCorpus | None) -> dict:
-    """sha256 of each binarized file a run reads (``.idx`` + ``.bin`` of both sides of
-    train and valid) and of the dictionary (its symbols and counts, i.e. dict.txt).
-
-    Costs one sequential read of the data, once per job start (per process under
-    DDP): ~1 GB/s on the development machine (0.46 s for 512 MiB from the page cache;
-    sha256 alone ~1.8 GB/s), so WMT14 en-de (~1.1 GB of binarized train data) adds
-    about a second, plus the disk read on a cold cache, to a job of hours; the smoke
-    data takes milliseconds."""
-    symbols = json.dumps([dictionary.symbols, dictionary.counts], ensure_ascii=False)
-    out = {"dictionary": hashlib.sha256(symbols.encode()).hexdigest()}
-    for split, corpus in (("train", train), ("valid", valid)):
-        if corpus is None:
-            continue
-        for side in ("src", "tgt"):
-            prefix = getattr(corpus, side).prefix
-            out[f"{split}.{side}"] = _files_digest([f"{prefix}.idx", f"{prefix}.bin"])
-    return out
 
 
 def amp_dtype(setting: str, device: torch.device):
@@ -186,8 +112,9 @@ class Trainer:
         seed_everything(seed)
         self.max_updates = int(train_spec["max_updates"])
         self.max_consecutive_skips = int(train_spec.get("max_consecutive_skips", MAX_CONSECUTIVE_SKIPS))
-        self._saved_update: int | None = None  # the update of checkpoint_last.pt, once known
         self.setup = setup_fingerprint(model_spec, train_spec, seed)
+        self.checkpoints = CheckpointManager(self.out_dir, self.setup, dictionary, train, valid,
+                                             keep_last=int(train_spec.get("keep_last", 3)), rank=self.rank, log=log)
         options = {"label_smoothing": train_spec.get("label_smoothing", 0.1), "max_updates": self.max_updates}
         self.model = build_model(model_spec, dictionary, sizes, options).to(self.device)
         if sqs_init and hasattr(self.model, "load_pretrained_sqs"):
@@ -219,20 +146,12 @@ class Trainer:
     # ------------------------------------------------------------ checkpoints --
     @property
     def last_path(self) -> Path:
-        return self.out_dir / "checkpoint_last.pt"
+        return self.checkpoints.last_path
 
-    @functools.cached_property
+    @property
     def data(self) -> dict:
         """The data fingerprint of this run (computed once, when first needed)."""
-        return data_fingerprint(self.dictionary, self.train_data, self.valid_data)
-
-    def _data_file_names(self) -> dict:
-        names = {"dictionary": "the dictionary (dict.txt)"}
-        for split, corpus in (("train", self.train_data), ("valid", self.valid_data)):
-            for side in ("src", "tgt"):
-                if corpus is not None:
-                    names[f"{split}.{side}"] = f"{getattr(corpus, side).prefix}.{{bin,idx}}"
-        return names
+        return self.checkpoints.data
 
     def checkpoint(self) -> dict:
         return {"model": model_payload(self.model), "optimizer": self.optimizer.state_dict(),
@@ -249,11 +168,12 @@ class Trainer:
     def _divergence_message(self, reason: str) -> str:
         fix = "fix the settings (a lower lr, a longer warmup_updates, clip_norm) and rerun to start over"
         update = self.state.update
-        if self._saved_update is not None and self.last_path.exists():
+        saved_update = self.checkpoints.saved_update
+        if saved_update is not None and self.last_path.exists():
             first_bad = update - self.state.nonfinite_streak + 1
             weights = (f"those of update {first_bad - 1}, before the non-finite updates began"
-                       if self.state.nonfinite_streak and self._saved_update >= first_bad else "finite")
-            way = (f"Nothing was written after the last checkpoint, {self.last_path} (update {self._saved_update}; "
+                       if self.state.nonfinite_streak and saved_update >= first_bad else "finite")
+            way = (f"Nothing was written after the last checkpoint, {self.last_path} (update {saved_update}; "
                    f"its weights are {weights}). To go on, {fix} (this run's checkpoints and log are then kept in "
                    f"{self.out_dir}/stale-<hash>/), or rerun unchanged to resume from that checkpoint (on CPU the "
                    f"same updates follow, bit for bit)")
@@ -266,27 +186,7 @@ class Trainer:
         self._refuse_nonfinite_weights(self.last_path)
         if self.rank != 0:
             return
-        payload = self.checkpoint()
-        # checkpoint_last.pt is the commit point of a save: a job killed before it is
-        # renamed into place resumes from the previous one and redoes (bit for bit) the
-        # updates since, rewriting the numbered checkpoint. Written first, a kill between
-        # the two would lose checkpoint_<update>.pt for good and change the average.
-        numbered = self.out_dir / f"checkpoint_{self.state.update}.pt"
-        if tag == "periodic":
-            save_checkpoint(numbered, {"model": payload["model"]})
-        save_checkpoint(self.last_path, payload)
-        self._saved_update = self.state.update
-        if tag == "periodic":
-            keep = int(self.spec.get("keep_last", 3))
-            olds = sorted(self.out_dir.glob("checkpoint_[0-9]*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-            for old in olds[:-keep]:
-                old.unlink(missing_ok=True)
-
-    def _clean_stale_temporaries(self) -> None:
-        """A job killed while writing a checkpoint leaves only a hidden temp file
-        (the real file is renamed into place last); remove such leftovers."""
-        for tmp in self.out_dir.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        self.checkpoints.save(tag, self.checkpoint(), self.state.update)
 
     def _truncate_csv(self, update: int) -> None:
         """Drop log rows newer than the checkpoint we resume from (they will be redone)."""
@@ -310,87 +210,11 @@ class Trainer:
         if self.world > 1 and dist.is_initialized():
             dist.barrier()
 
-    def _what_changed(self, ckpt: dict) -> str | None:
-        """How the run that wrote ``ckpt`` differs from this one (None: it is this run)."""
-        if ckpt.get("setup", self.setup) != self.setup:
-            return "other model/training settings"
-        old = ckpt.get("data")
-        if old is None:
-            # Written before checkpoints carried a data fingerprint; the model payload
-            # still names its dictionary, the part that decides the embedding shapes.
-            symbols = list(ckpt["model"].get("dictionary", self.dictionary.symbols[6:]))
-            if symbols != self.dictionary.symbols[6:]:
-                return "another dictionary (its model payload lists other symbols)"
-            self.log(f"{self.last_path}: written without a data fingerprint (by an older version); resuming "
-                     "without checking that the training data is the same")
-            return None
-        names = self._data_file_names()
-        changed = [names.get(key, key) for key in sorted(set(old) | set(self.data))
-                   if old.get(key) != self.data.get(key)]
-        return f"other data (changed: {', '.join(changed)})" if changed else None
-
-    def _set_aside(self, ckpt: dict) -> Path:
-        """Move the old run's checkpoints and log into a fresh stale-<hash>/ directory."""
-        key = json.dumps([ckpt.get("setup"), ckpt.get("data")], sort_keys=True, default=str)
-        base = f"stale-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-        stale, n = self.out_dir / base, 1
-        while stale.exists() and any(stale.iterdir()):  # never overwrite an earlier set-aside run
-            n += 1
-            stale = self.out_dir / f"{base}-{n}"
-        stale.mkdir(exist_ok=True)
-        for old in [*self.out_dir.glob("checkpoint_*.pt"), self.csv_path]:
-            if old.exists():
-                os.replace(old, stale / old.name)
-        return stale
-
     def try_resume(self) -> bool:
-        self._clean_stale_temporaries()
-        if not self.last_path.exists():
+        state = self.checkpoints.try_resume(self.model, self.optimizer, self.scaler, self.csv_path, self._barrier)
+        if state is None:
             return False
-        try:
-            ckpt = torch.load(self.last_path, map_location="cpu", weights_only=False)
-            missing = {"model", "optimizer", "scaler", "state", "rng"} - set(ckpt)
-            if missing:
-                raise ValueError(f"no {', '.join(sorted(missing))} in it")
-        except Exception as err:  # truncated, corrupt or foreign file
-            # This trainer never leaves a torn checkpoint_last.pt (atomic writes); a bad one
-            # was damaged or copied in from outside. Starting over silently would hide that.
-            raise InputError(
-                f"{self.last_path}: cannot resume from this checkpoint ({type(err).__name__}: {err}). "
-                f"Restore it from a backup, or delete it (and the other checkpoint_*.pt files in "
-                f"{self.out_dir}) to train from scratch") from None
-        changed = self._what_changed(ckpt)
-        self._barrier()  # every rank has read the checkpoint before rank 0 may move it
-        if changed is not None:
-            # The settings or the data changed since these checkpoints were written (a config
-            # edit, a re-prepared corpus, a new dictionary): train from scratch, keeping the
-            # old run's files aside rather than deleting them or resuming onto other data.
-            if self.rank == 0:
-                stale = self._set_aside(ckpt)
-                self.log(f"{self.last_path}: written for {changed}; starting from scratch "
-                         f"(the old checkpoints and log are kept in {stale})")
-            self._barrier()
-            return False
-        state_dict = ckpt["model"]["state_dict"]
-        bad = nonfinite_entries(state_dict)
-        if bad:
-            raise InputError(
-                f"{self.last_path}: {describe_nonfinite(bad, len(state_dict))}; it was written by a diverged run "
-                f"(before checkpoints were checked). Delete it and the other checkpoint_*.pt files in "
-                f"{self.out_dir} (or restore a good copy) and rerun to train from scratch")
-        try:
-            self.model.load_state_dict(state_dict)
-        except RuntimeError as err:  # e.g. a model class changed since the checkpoint was written
-            first = str(err).strip().splitlines()
-            raise InputError(
-                f"{self.last_path}: does not fit the model built from the current settings and dictionary "
-                f"({' '.join(line.strip() for line in first[:3])}). Move it and the other checkpoint_*.pt "
-                f"files in {self.out_dir} aside (or delete them) and rerun to train from scratch") from None
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = TrainState(**ckpt["state"])
-        set_rng_state(ckpt["rng"])
-        self._saved_update = self.state.update
+        self.state = TrainState(**state)
         self._truncate_csv(self.state.update)
         self.log(f"resumed from {self.last_path} at update {self.state.update} "
                  f"(epoch {self.state.epoch}, batch {self.state.batch_in_epoch})")
@@ -509,21 +333,6 @@ class Trainer:
             f"batches of at most {max_tokens} tokens{processes}, so no update could ever complete. Lower "
             f"effective_batch_tokens (or update_freq), raise max_tokens, or train on more data")
 
-    def _rng_snapshot(self) -> tuple:
-        """The RNG states an update draws from: host generators and this process's device
-        (not rng_state()'s every visible GPU). ~50 us on the host, no device synchronisation;
-        taken only when an update has several micro-batches."""
-        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
-
-    def _rng_restore(self, snapshot: tuple) -> None:
-        python, numpy_state, torch_state, cuda = snapshot
-        random.setstate(python)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda, self.device)
-
     def _accumulate(self, group: list) -> tuple | None:
         """Forward and backward over the micro-batches of one update, then unscale and clip.
 
@@ -531,7 +340,7 @@ class Trainer:
         the device in one synchronisation; or None when a signal arrived between two
         micro-batches: the update is abandoned (gradients dropped, the RNG rewound to
         its start), so a checkpoint written now equals the one of the update before."""
-        rng_before = self._rng_snapshot() if len(group) > 1 else None
+        rng_before = rng_snapshot(self.device) if len(group) > 1 else None
         self.optimizer.zero_grad(set_to_none=True)
         # The optimized objective: the weighted sum (Eq. 13), not the raw terms.
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -540,7 +349,7 @@ class Trainer:
         for i, ids in enumerate(group):
             if i > 0 and self.signals.received is not None:
                 self.optimizer.zero_grad(set_to_none=True)
-                self._rng_restore(rng_before)
+                rng_restore(rng_before, self.device)
                 return None
             cpu_batch = self.train_data.batch(ids)
             ntok += cpu_batch.ntokens  # counted on the host: no synchronisation
@@ -659,10 +468,8 @@ class Trainer:
                         self.model.sqs.reset_usage()
                     if valid < self.state.best_valid:
                         self.state.best_valid = valid
-                        best = self.out_dir / "checkpoint_best.pt"
-                        self._refuse_nonfinite_weights(best)
-                        if self.rank == 0:
-                            save_checkpoint(best, {"model": model_payload(self.model)})
+                        self._refuse_nonfinite_weights(self.checkpoints.best_path)
+                        self.checkpoints.save_best(self.model)
                     self.log(f"update {self.state.update}: train loss {loss_value:.4f}, valid loss {valid:.4f}"
                              + (f", valid BLEU {bleu:.2f}" if bleu is not None else ""))
                 self._write_csv(row)
@@ -680,32 +487,7 @@ class Trainer:
         self.save("final")
         return 0
 
-    def _load_finite(self, path: Path) -> dict:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        bad = nonfinite_entries(payload["model"]["state_dict"])
-        if bad:
-            raise InputError(f"{path}: {describe_nonfinite(bad, len(payload['model']['state_dict']))}; it was written "
-                             f"by a diverged run (before checkpoints were checked). Delete it and rerun")
-        return payload
-
     def final_model(self, choice: str = "average", average_last: int = 1) -> dict:
         """The weights to decode with: ``best`` (lowest valid loss), ``last``, or ``average``
         of the last N periodic checkpoints (plus the final weights)."""
-        if choice == "best" and (self.out_dir / "checkpoint_best.pt").exists():
-            best = self.out_dir / "checkpoint_best.pt"
-            return self._load_finite(best)["model"]
-        payload = model_payload(self.model)
-        if choice == "average" and average_last > 1:
-            paths = sorted(self.out_dir.glob("checkpoint_[0-9]*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-            paths = [p for p in paths if int(p.stem.split("_")[1]) != self.state.update][-(average_last - 1):]
-            states = [self._load_finite(p)["model"]["state_dict"] for p in paths]
-            states.append({k: v.detach().cpu() for k, v in payload["state_dict"].items()})
-            averaged = {}
-            for key, value in states[-1].items():
-                if value.is_floating_point():
-                    averaged[key] = sum(s[key].float() for s in states) / len(states)
-                else:
-                    averaged[key] = value
-            payload["state_dict"] = averaged
-            payload["averaged_checkpoints"] = [str(p) for p in paths] + ["final"]
-        return payload
+        return self.checkpoints.final_model(self.model, self.state.update, choice, average_last)

@@ -38,6 +38,7 @@ import torch  # noqa: E402
 
 from aeqa_model.io import atomic_open  # noqa: E402
 from aeqa_model.models.base import LossTerm  # noqa: E402
+from aeqa_model.train import checkpoint as checkpoint_module  # noqa: E402
 from aeqa_model.train import cli  # noqa: E402
 from aeqa_model.train import trainer as trainer_module  # noqa: E402
 
@@ -76,7 +77,7 @@ def install(fault: str) -> None:
         name, _, nth = arg.partition("#")
         nth = int(nth or 1)
         seen = [0]
-        save = trainer_module.save_checkpoint
+        save = checkpoint_module.save_checkpoint
 
         def killing_save(path, payload):
             if Path(path).name == name:
@@ -92,7 +93,7 @@ def install(fault: str) -> None:
                         die()
             return save(path, payload)
 
-        trainer_module.save_checkpoint = killing_save
+        checkpoint_module.save_checkpoint = killing_save
         cli.save_checkpoint = killing_save
     elif kind == "nan_loss":
         first, _, last = arg.partition("-")
