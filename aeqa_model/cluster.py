@@ -181,6 +181,14 @@ def signal_problem(config: dict, stage: str, dataset: str | None, runtime: int) 
             f"({runtime} min{', from throughput' if table.get('runtime') == 'throughput' else ''})")
 
 
+def launcher(python: str, gpus: int) -> list[str]:
+    """The program a GPU stage's job runs: ``python`` on CPU or 1 GPU; torchrun with
+    one process per GPU otherwise. A list of words (the rule quotes each)."""
+    if gpus > 1:
+        return [python, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus)]
+    return [python]
+
+
 def _wc(wildcards, name: str):
     return getattr(wildcards, name, None)
 

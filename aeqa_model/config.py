@@ -321,3 +321,44 @@ def check_resources(cfg: dict) -> None:
                 errors.append(f"{where}.slurm_partition: set resources.{stage}.slurm_partition (or "
                               f"resources.default's) too, for the other datasets' {stage} jobs")
     _invalid(errors)
+
+
+# ------------------------------------------------------ what one job reads --
+# Each job's params hold only the settings it reads, so that editing another part
+# of the config reruns nothing of it (tests/reliability/test_targeted_reruns.py).
+
+# The keys of a dataset entry the download reads (aeqa_model.data.recipes): editing
+# its prepare, bpe or training settings refetches nothing, and leaves the
+# pre-alignment (which reads the downloaded orig/ text) alone.
+DOWNLOAD_KEYS = ("recipe", "langs", "sources", "recipe_options")
+# pretrain_sqs keys only the alignment stage reads: editing them leaves the
+# (shared, expensive) denoising encoder alone.
+ALIGN_ONLY_KEYS = ("align_updates", "alpha", "ema_decay", "batch_size")
+AEQA_ARCHS = ("aeqa_nat", "aeqa_dat")
+
+
+def download_spec(dataset: dict) -> dict:
+    """The keys of a dataset entry its download reads."""
+    return {k: dataset[k] for k in DOWNLOAD_KEYS if k in dataset}
+
+
+def encoder_stage_spec(cfg: dict) -> dict:
+    """The pretrain_sqs settings the denoising-encoder stage reads."""
+    return {k: v for k, v in cfg["pretrain_sqs"].items() if k not in ALIGN_ONLY_KEYS}
+
+
+def size_entry(cfg: dict, spec: dict) -> dict:
+    """The one ``model_sizes`` entry a model uses (none for the built-in sizes), so
+    editing another size reruns nothing of this model."""
+    sizes = cfg.get("model_sizes") or {}
+    return {spec["size"]: sizes[spec["size"]]} if spec["size"] in sizes else {}
+
+
+def model_seed(cfg: dict, spec: dict) -> int:
+    """A model entry's own seed, else the config's."""
+    return int(spec.get("seed", cfg["seed"]))
+
+
+def needs_sqs(spec: dict) -> bool:
+    """AEQA models start from the pre-aligned codebook unless ``sqs_init: random``."""
+    return spec["arch"] in AEQA_ARCHS and spec.get("sqs_init", "pretrained") == "pretrained"

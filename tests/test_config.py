@@ -144,3 +144,28 @@ def test_load_leaves_the_config_it_was_given_usable():
     before = copy.deepcopy(cfg)
     cfgmod.load(cfg, ROOT)
     assert set(before) <= set(cfg)
+
+
+def test_each_job_reads_only_its_settings():
+    """The narrowed settings the rules hash into their params (what-reruns-what is
+    tested end to end in tests/reliability/test_targeted_reruns.py)."""
+    from aeqa_model import cluster
+
+    cfg = cfgmod.load(smoke(), ROOT)
+    dataset = next(iter(cfg["datasets"].values()))
+    spec = cfgmod.download_spec({**dataset, "prepare": {"max_ratio": 9}, "bpe": {"merges": 7}})
+    assert set(spec) <= set(cfgmod.DOWNLOAD_KEYS) and spec["recipe"] == dataset["recipe"]
+    encoder = cfgmod.encoder_stage_spec(cfg)
+    assert not set(encoder) & set(cfgmod.ALIGN_ONLY_KEYS)
+    assert set(encoder) | set(cfgmod.ALIGN_ONLY_KEYS) >= set(cfg["pretrain_sqs"])
+    aeqa = cfg["models"]["aeqa_nat"]
+    assert cfgmod.size_entry(cfg, aeqa) == {aeqa["size"]: cfg["model_sizes"][aeqa["size"]]}
+    assert cfgmod.size_entry(cfg, {"arch": "at", "size": "base"}) == {}
+    assert cfgmod.model_seed(cfg, {"arch": "at", "seed": 7}) == 7
+    assert cfgmod.model_seed(cfg, {"arch": "at"}) == cfg["seed"]
+    assert cfgmod.needs_sqs(aeqa) == (aeqa.get("sqs_init", "pretrained") == "pretrained")
+    assert not cfgmod.needs_sqs({**aeqa, "sqs_init": "random"})
+    assert not cfgmod.needs_sqs({"arch": "glat"})
+    assert cluster.launcher("py", 0) == cluster.launcher("py", 1) == ["py"]
+    assert cluster.launcher("py", 4)[1:3] == ["-m", "torch.distributed.run"]
+    assert cluster.launcher("py", 4)[-1] == "4"

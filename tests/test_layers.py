@@ -8,7 +8,7 @@ through checkpoint_utils without its trainer). metrics and paper sit beside
 the stack: metrics reads data's tokenizer, paper renders what metrics wrote.
 cluster.py (the workflow's per-job resources) reads the registries; config.py (the
 workflow's config: loading and start-up checks) reads them, metrics' checkpoint
-check and cluster.
+check and cluster; layout.py (where a run's files live) reads config.py.
 
 Counted as imports: every ``import`` and ``from ... import`` anywhere in a file
 (inside functions too), and the registries' lazy ``"aeqa_model.x.y:Name"``
@@ -32,7 +32,7 @@ LAYER_OF = {
     "metrics": "metrics",
     "paper": "paper",
     "cluster": "cluster",
-    "config": "config",
+    "config": "config", "layout": "config",
 }
 
 # layer -> the other layers it may import

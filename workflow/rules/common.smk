@@ -7,6 +7,7 @@ from pathlib import Path
 
 import aeqa_model.config
 from aeqa_model import cluster
+from aeqa_model.layout import RunLayout
 from aeqa_model.provenance import config_sha256
 
 PYTHON = sys.executable
@@ -23,11 +24,12 @@ SCRIPTS = ROOT / "scripts"
 config = aeqa_model.config.load(config, ROOT)
 
 RUN = config["run_name"]
-RESULTS = f"{config.get('results_dir', 'results')}/{RUN}"
+LAYOUT = RunLayout(config)  # where every file of the run lives (aeqa_model/layout.py)
+RESULTS = LAYOUT.results
 DATASETS = config["datasets"]
 # Evaluation-only sets (e.g. the Ott et al. 2018 multi-reference set) are decoded
 # with the models, BPE codes and dictionary of the dataset they evaluate.
-EVAL_ONLY = aeqa_model.config.evaluation_only(config)
+EVAL_ONLY = LAYOUT.eval_only
 TRAINABLE = [d for d in DATASETS if d not in EVAL_ONLY]
 MODELS = config["models"]
 DECODINGS = config["decodings"]
@@ -62,46 +64,6 @@ def default_decoding(model):
     return aeqa_model.config.default_decoding(MODELS[model])
 
 
-def decoding_name(model, decoding):
-    return default_decoding(model) if decoding == "default" else decoding
-
-
-def needs_sqs(model):
-    """AEQA models start from the pre-aligned codebook unless ``sqs_init: random``."""
-    return arch(model) in ("aeqa_nat", "aeqa_dat") and MODELS[model].get("sqs_init", "pretrained") == "pretrained"
-
-
-def model_seed(model):
-    return int(MODELS[model].get("seed", config["seed"]))
-
-
-def size_entry(model):
-    """The one ``model_sizes`` entry a model uses (none for the built-in sizes), so
-    editing another size reruns nothing of this model."""
-    size = MODELS[model]["size"]
-    sizes = config.get("model_sizes", {})
-    return {size: sizes[size]} if size in sizes else {}
-
-
-# pretrain_sqs keys only the alignment stage reads: editing them leaves the
-# (shared, expensive) denoising encoder alone.
-ALIGN_ONLY_KEYS = ("align_updates", "alpha", "ema_decay", "batch_size")
-
-
-def encoder_stage_spec():
-    return {k: v for k, v in config["pretrain_sqs"].items() if k not in ALIGN_ONLY_KEYS}
-
-
-# The keys of a dataset entry the download reads (scripts/download.py, the recipes of
-# aeqa_model.data.recipes): editing its prepare, bpe or training settings refetches
-# nothing, and leaves the pre-alignment (which reads the downloaded orig/ text) alone.
-DOWNLOAD_KEYS = ("recipe", "langs", "sources", "recipe_options")
-
-
-def download_spec(dataset):
-    return {k: DATASETS[dataset][k] for k in DOWNLOAD_KEYS if k in DATASETS[dataset]}
-
-
 def settings_sha(*settings):
     """sha256 of the settings one job reads: its provenance, and the only config hash
     among its params, so an edit elsewhere in the config reruns nothing of it."""
@@ -114,18 +76,22 @@ def train_spec(model, dataset=None):
     return cluster.train_spec(config, model, dataset)
 
 
+def needs_sqs(model):
+    return aeqa_model.config.needs_sqs(MODELS[model])
+
+
+def model_seed(model):
+    return aeqa_model.config.model_seed(config, MODELS[model])
+
+
 def jq(obj):
     """JSON for a shell argument (Snakemake's :q quoting does the shell escaping)."""
     return json.dumps(obj, sort_keys=True)
 
 
 def launcher(resources):
-    """Single process on CPU or 1 GPU; torchrun with one process per GPU otherwise.
-    A list of words: the shell quotes each (`{params.launcher:q}`)."""
-    gpus = int(getattr(resources, "gpu", 0) or 0)
-    if gpus > 1:
-        return [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(gpus)]
-    return [PYTHON]
+    """Single process on CPU or 1 GPU; torchrun with one process per GPU otherwise."""
+    return cluster.launcher(PYTHON, int(getattr(resources, "gpu", 0) or 0))
 
 
 # ------------------------------------------------------------ resources --
@@ -140,131 +106,20 @@ def stage_threads(stage, cpus=None):
 
 
 # ---------------------------------------------------------------- paths --
-# Each path pattern once: path(pattern) is the one a rule's output: declares, with
-# its wildcards; path(pattern, dataset=..., ...) fills them in for an input function.
-D, KD = "{RESULTS}/data/{dataset}", "{RESULTS}/data/{dataset}/kd/{direction}"
-CELL = "{dataset}/{direction}/{data}/{model}"
-PATHS = {
-    "manifest": f"{D}/orig/manifest.json",
-    "tok_report": f"{D}/tok/report.json",
-    "bpe_codes": f"{D}/bpe/codes",
-    "bpe_done": f"{D}/bpe/done.json",
-    "bin_report": f"{D}/bin/report.json",
-    "kd_shard": f"{KD}/shards/{{shard}}.tok",
-    "kd_train": f"{KD}/{{stage}}/train.{{side}}",  # stage: tok, bpe; side: src, tgt
-    "kd_tok_report": f"{KD}/tok/report.json",
-    "kd_bin_report": f"{KD}/bin/report.json",
-    "sqs_encoder": "{RESULTS}/sqs/{dataset}/encoder.pt",
-    "sqs_encoder_stats": "{RESULTS}/sqs/{dataset}/encoder_stats.json",
-    # a model entry's sqs_align_updates: a pre-alignment of its own length (_A<updates>)
-    "sqs": "{RESULTS}/sqs/{dataset}/K{k}_D{dim}/{file}",  # file: sqs.pt, stats.json
-    "sqs_variant": "{RESULTS}/sqs/{dataset}/K{k}_D{dim}_A{align}/{file}",
-    "model": f"{{RESULTS}}/models/{CELL}/model.pt",
-    "decode": f"{{RESULTS}}/decode/{CELL}/{{decoding}}/{{file}}",  # file: hyp.tok, hyp.bpe, hyp.detok, speed.json
-    "metrics": f"{{RESULTS}}/eval/{CELL}/{{decoding}}/metrics.json",
-    "paper": "{RESULTS}/paper/{name}.{ext}",
-}
-
-
-def path(pattern, **values):
-    """The pattern PATHS[pattern] with RESULTS and the given wildcards filled in."""
-    filled = PATHS[pattern].replace("{RESULTS}", RESULTS)
-    for key, value in values.items():
-        filled = filled.replace(f"{{{key}}}", str(value))
-    return filled
-
-
-def data_dir(dataset):
-    return f"{RESULTS}/data/{dataset}"
-
-
-def paper_outputs(name):
-    exts = ("md", "tex", "csv") if output_kind(name) == "table" else ("png", "pdf")
-    return {ext: path("paper", name=name, ext=ext) for ext in exts}
-
-
-PAPER_INDEX = f"{RESULTS}/paper/README.md"
-LEARNING_CURVES = {ext: path("paper", name="learning_curves", ext=ext) for ext in ("png", "pdf", "csv")}
-
-
-# ------------------------------------------------------- data of a dataset --
-def model_dataset(dataset):
-    """The dataset whose models, BPE codes and dictionary serve ``dataset``."""
-    return DATASETS[dataset].get("evaluation_of", dataset)
-
-
-def dict_path(dataset):
-    return f"{data_dir(model_dataset(dataset))}/bin/dict.txt"
-
-
-def splits_of(dataset):
-    return ["test"] if dataset in EVAL_ONLY else ["train", "valid", "test"]
-
-
-def extra_reference_files(dataset, stage="tok"):
-    extra = DATASETS[dataset].get("extra_references")
-    if not extra:
-        return []
-    return [f"{data_dir(dataset)}/{stage}/test.ref{i}.{extra['lang']}" for i in range(1, extra["count"] + 1)]
-
-
-def text_files(dataset, stage):
-    """Every text file of a stage (tok or bpe) of a dataset, extra references included."""
-    files = [f"{data_dir(dataset)}/{stage}/{s}.{l}" for s in splits_of(dataset) for l in langs(dataset)]
-    return files + extra_reference_files(dataset, stage)
-
-
-def bin_prefix(dataset, split, lang):
-    return f"{data_dir(dataset)}/bin/{split}.{lang}"
-
-
-def model_sqs_path(dataset, model):
-    spec, cfg = MODELS[model], aeqa_model.config
-    k, dim, align = cfg.codebook_size(spec), cfg.model_width(config, spec), spec.get("sqs_align_updates")
-    if align:
-        return path("sqs_variant", dataset=dataset, k=k, dim=dim, align=int(align), file="sqs.pt")
-    return path("sqs", dataset=dataset, k=k, dim=dim, file="sqs.pt")
-
-
-def model_path(dataset, direction, data, model):
-    return path("model", dataset=model_dataset(dataset), direction=direction, data=data, model=model)
+# Every path pattern once (aeqa_model.layout.PATTERNS): path(pattern) is the one a
+# rule's output: declares, with its wildcards; path(pattern, dataset=..., ...) fills
+# them in for an input function. LAYOUT knows the files of a dataset, model or output.
+path, data_dir, model_dataset, dict_path = LAYOUT.path, LAYOUT.data_dir, LAYOUT.model_dataset, LAYOUT.dict_path
+splits_of, text_files, bin_prefix = LAYOUT.splits_of, LAYOUT.text_files, LAYOUT.bin_prefix
+extra_reference_files, model_sqs_path, model_path = LAYOUT.extra_reference_files, LAYOUT.model_sqs_path, LAYOUT.model_path
+decoding_name, metrics_path = LAYOUT.decoding_name, LAYOUT.metrics_path
+paper_outputs, paper_file, output_metrics = LAYOUT.paper_outputs, LAYOUT.paper_file, LAYOUT.output_metrics
+trained_models, paper_targets = LAYOUT.trained_models, LAYOUT.paper_targets
+PAPER_INDEX, LEARNING_CURVES = LAYOUT.paper_index, LAYOUT.learning_curves
 
 
 def teacher_path(wc):
-    return model_path(wc.dataset, wc.direction, "raw", TEACHER)
-
-
-def metrics_path(dataset, direction, data, model, decoding):
-    return path("metrics", dataset=dataset, direction=direction, data=data, model=model,
-                decoding=decoding_name(model, decoding))
-
-
-# ------------------------------------------------------------ grid / paper --
-def output_kind(name):
-    return config["outputs"][name].get("kind", "figure" if name.startswith("figure") else "table")
-
-
-def output_metrics(name):
-    return [metrics_path(*cell) for cell in aeqa_model.config.output_cells(config, name)]
-
-
-def paper_file(name, table_ext="md"):
-    """An output's main file: its table's ``table_ext`` file, or its figure's png."""
-    return paper_outputs(name)[table_ext if output_kind(name) == "table" else "png"]
-
-
-def trained_models():
-    """model.pt of every training run the outputs need, the teacher of each pair included
-    (evaluation-only datasets map to the dataset their models are trained on)."""
-    runs = {(model_dataset(ds), di, data, mo) for name in config.get("outputs", {})
-            for ds, di, data, mo, _ in aeqa_model.config.output_cells(config, name)}
-    runs |= {(ds, di, "raw", TEACHER) for ds, di, _, _ in list(runs)}
-    return sorted(model_path(*run) for run in runs)
-
-
-def paper_targets():
-    names = list(config.get("outputs", {}))
-    return [paper_file(n) for n in names] + ([PAPER_INDEX, LEARNING_CURVES["png"]] if names else [])
+    return LAYOUT.teacher_path(wc.dataset, wc.direction)
 
 
 MULTI_REFERENCE_CELLS = aeqa_model.config.multi_reference_cells(config)
@@ -298,7 +153,7 @@ def train_params(wc):
     return {
         "model_spec": jq(MODELS[wc.model]),
         "train_spec": jq(train_spec(wc.model, wc.dataset)),
-        "sizes": jq(size_entry(wc.model)),
+        "sizes": jq(aeqa_model.config.size_entry(config, MODELS[wc.model])),
         "dict": f"{data_dir(wc.dataset)}/bin/dict.txt",
         "train_src": f"{kd}.src" if data_of(wc) == "kd" else bin_prefix(wc.dataset, "train", s),
         "train_tgt": f"{kd}.tgt" if data_of(wc) == "kd" else bin_prefix(wc.dataset, "train", t),

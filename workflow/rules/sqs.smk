@@ -14,7 +14,7 @@ rule pretrain_sqs_encoder:
         stats=path("sqs_encoder_stats"),
     params:
         python=PYTHON,
-        spec=jq(encoder_stage_spec()),
+        spec=jq(aeqa_model.config.encoder_stage_spec(config)),
         src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
         tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
         seed=config["seed"],
