@@ -11,7 +11,6 @@ from aeqa_model.provenance import config_sha256
 
 PYTHON = sys.executable
 ROOT = Path(workflow.basedir).parent
-SCRIPTS = ROOT / "scripts"
 # Software: one environment for Snakemake and every job (scripts/setup_env.sh's
 # pinned venv, or envs/environment-gpu.yaml created once and activated); jobs run
 # PYTHON, the interpreter that runs Snakemake, and SLURM jobs inherit it. No rule
@@ -92,7 +91,7 @@ def encoder_stage_spec():
     return {k: v for k, v in config["pretrain_sqs"].items() if k not in ALIGN_ONLY_KEYS}
 
 
-# The keys of a dataset entry the download reads (scripts/download.py, the recipes of
+# The keys of a dataset entry the download reads (aeqa_model.download.cli, the recipes of
 # aeqa_model.data.recipes): editing its prepare, bpe or training settings refetches
 # nothing, and leaves the pre-alignment (which reads the downloaded orig/ text) alone.
 DOWNLOAD_KEYS = ("recipe", "langs", "sources", "recipe_options")
