@@ -274,7 +274,7 @@ def check_references(cfg: dict, problems: list[str] = ()) -> None:
 
 def mbart_problems(sqs: dict) -> list[str]:
     """pretrain_sqs.encoder: mbart needs a complete local mBART directory: the files
-    aeqa_model.sqs_pretrain.check_mbart_dir needs (its tokenizer included), checked
+    aeqa_model.pretrain_sqs.pretrain.check_mbart_dir needs (its tokenizer included), checked
     here so that a bad directory fails before any job."""
     if sqs["encoder"] != "mbart":
         return []

@@ -74,11 +74,12 @@ def test_errors(tmp_path):
 
 def test_cli(files):
     tmp, en, de = files
-    script = str(ROOT / "scripts" / "bpe.py")
-    subprocess.run([sys.executable, script, "learn", "--merges", "30", "--codes", str(tmp / "codes"),
+    script = [sys.executable, "-m", "aeqa_model.bpe.cli"]
+    subprocess.run([*script, "learn", "--merges", "30", "--codes", str(tmp / "codes"),
                     "--inputs", str(tmp / "train.en"), str(tmp / "train.de")], check=True, capture_output=True,
-                   timeout=60)
-    subprocess.run([sys.executable, script, "apply", "--codes", str(tmp / "codes"), "--inputs",
+                   timeout=60, cwd=ROOT)
+    subprocess.run([*script, "apply", "--codes", str(tmp / "codes"), "--inputs",
                     str(tmp / "train.en"), str(tmp / "train.de"), "--outputs", str(tmp / "o.en"),
-                    str(tmp / "o.de"), "--workers", "2"], check=True, capture_output=True, timeout=60)
+                    str(tmp / "o.de"), "--workers", "2"], check=True, capture_output=True, timeout=60,
+                   cwd=ROOT)
     assert [remove_bpe(line) for line in read_lines(tmp / "o.de")] == de

@@ -10,6 +10,13 @@ cluster.py (the workflow's per-job resources) reads the registries; config.py (t
 workflow's config: loading and start-up checks) reads them, metrics' checkpoint
 check and cluster; layout.py (where a run's files live) reads config.py.
 
+Each pipeline stage's command line is ``aeqa_model/<stage>/cli.py``
+(tests/test_entry_points.py). Those of train, decode and paper live in their
+packages; pretrain_sqs and distill are stages of the train layer; the command
+lines of the data stages (download, prepare, bpe, binarize) form the layer
+data_cli, above data, and evaluate's the layer metrics_cli, above metrics: they
+parse flags and call the logic below them, and nothing imports them.
+
 Counted as imports: every ``import`` and ``from ... import`` anywhere in a file
 (inside functions too), and the registries' lazy ``"aeqa_model.x.y:Name"``
 strings. A new top-level module or subpackage has to be given a layer here.
@@ -28,8 +35,10 @@ LAYER_OF = {
     "data": "data",
     "models": "models",
     "decode": "decode",
-    "train": "train", "sqs_pretrain": "train", "distill": "train",
+    "train": "train", "pretrain_sqs": "train", "distill": "train",
+    "download": "data_cli", "prepare": "data_cli", "bpe": "data_cli", "binarize": "data_cli",
     "metrics": "metrics",
+    "evaluate": "metrics_cli",
     "paper": "paper",
     "cluster": "cluster",
     "config": "config", "layout": "config",
@@ -42,7 +51,9 @@ MAY_IMPORT = {
     "models": {"base", "data"},
     "decode": {"base", "data", "models"},
     "train": {"base", "data", "models", "decode"},
+    "data_cli": {"base", "data"},
     "metrics": {"base", "data"},
+    "metrics_cli": {"base", "data", "metrics"},
     "paper": {"base", "metrics"},
     "cluster": {"base", "data", "models", "decode"},
     "config": {"base", "data", "models", "decode", "metrics", "cluster"},

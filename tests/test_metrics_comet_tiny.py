@@ -63,7 +63,7 @@ def test_tiny_comet_model_scores(tmp_path, monkeypatch):
 
 
 def test_evaluate_cli_fills_comet(tmp_path, monkeypatch):
-    from aeqa_model.metrics.evaluate import main
+    from aeqa_model.evaluate.cli import main
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     model_dir = _tiny_comet(tmp_path)

@@ -1,4 +1,4 @@
-"""scripts/evaluate.py end to end: metrics.json layout, neural metrics missing, bad input."""
+"""The evaluate stage (aeqa_model.evaluate.cli) end to end: metrics.json layout, neural metrics missing, bad input."""
 import json
 import os
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aeqa_model.metrics.evaluate import main
+from aeqa_model.evaluate.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = {"test_split": "test", "speed_subset": 50, "speed_warmup": 5,
@@ -141,8 +141,8 @@ def test_script_entry_point(cell_files):
     argv = _argv(f, out)
     argv[argv.index("--spec") + 1] = str(spec_file)   # a file path works as well as inline JSON
     env = {**os.environ, "HF_HUB_CACHE": str(tmp / "hub")}
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "evaluate.py"), *argv],
-                          capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "aeqa_model.evaluate.cli", *argv],
+                          capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     m = json.loads(out.read_text())["metrics"]
     assert m["comet"]["score"] is None and m["comet"]["status"].startswith("not available:")

@@ -146,11 +146,11 @@ def test_cli(tmp_path):
     write(orig / "train.en", [b"Hello."])
     write(orig / "train.de", [b"Hallo."])
     clean_corpus(orig)
-    cmd = [sys.executable, str(ROOT / "scripts" / "prepare.py"), "--spec", json.dumps(SPEC), "--langs", "en",
+    cmd = [sys.executable, "-m", "aeqa_model.prepare.cli", "--spec", json.dumps(SPEC), "--langs", "en",
            "de", "--in-dir", str(orig), "--out-dir", str(tmp_path / "tok"), "--workers", "1"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "tok" / "report.json").exists()
     write(orig / "train.de", [b"Hallo.", b"extra"])
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 1 and "train.de has 2 lines" in result.stderr

@@ -132,9 +132,9 @@ def test_download_cli_builds_orig(wheels, tmp_path):
     spec = {**SPEC, "sources": ["one"]}
     sources = {"one": {"type": "local", "path": wheels["one"]}}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "download.py"), "--dataset", "toy", "--dataset-spec",
+        [sys.executable, "-m", "aeqa_model.download.cli", "--dataset", "toy", "--dataset-spec",
          json.dumps(spec), "--sources-spec", json.dumps(sources), "--cache-dir", str(tmp_path / "cache"),
-         "--out-dir", str(tmp_path / "orig")], capture_output=True, text=True, timeout=60)
+         "--out-dir", str(tmp_path / "orig")], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "orig" / "manifest.json").read_text())
     assert manifest["splits"]["train"] == len(read_lines(tmp_path / "orig" / "train.en"))

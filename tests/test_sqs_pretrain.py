@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aeqa_model import sqs_pretrain
+from aeqa_model.pretrain_sqs import cli, pretrain
 from tests.reliability.faultlib import write_text_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,35 +63,35 @@ def check_outputs(out: Path) -> None:
 def test_cpu_run_writes_every_output_and_log(corpus, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     for stage in ("encoder", "align"):
-        assert sqs_pretrain.main(argv(corpus, tmp_path, stage)) == 0
+        assert cli.main(argv(corpus, tmp_path, stage)) == 0
     check_outputs(tmp_path)
     assert "pretrain_sqs align on cpu" in caplog.text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_device_cuda_without_a_gpu_is_a_clear_error(corpus, tmp_path, capsys):
-    assert sqs_pretrain.main(argv(corpus, tmp_path, "encoder", device="cuda")) == 2
+    assert cli.main(argv(corpus, tmp_path, "encoder", device="cuda")) == 2
     err = capsys.readouterr().err
     assert "--device cuda" in err and "no CUDA GPU" in err
     assert not (tmp_path / "encoder.pt").exists()
 
 
 def test_fp16_is_refused_with_the_key_named(corpus, tmp_path, capsys):
-    assert sqs_pretrain.main(argv(corpus, tmp_path, "encoder", spec={**SPEC, "amp": "fp16"})) == 2
+    assert cli.main(argv(corpus, tmp_path, "encoder", spec={**SPEC, "amp": "fp16"})) == 2
     assert "pretrain_sqs.amp" in capsys.readouterr().err
 
 
 def test_auto_device_and_bf16_only_on_cuda():
-    rt = sqs_pretrain.setup_runtime("cpu", "auto")
+    rt = pretrain.setup_runtime("cpu", "auto")
     assert rt.device.type == "cpu" and rt.amp is None                  # CPU runs stay fp32
-    assert sqs_pretrain.setup_runtime("auto", "auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pretrain.setup_runtime("auto", "auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_run_with_bf16_writes_the_same_formats(corpus, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     for stage in ("encoder", "align"):
-        assert sqs_pretrain.main(argv(corpus, tmp_path, stage, device="cuda")) == 0
+        assert cli.main(argv(corpus, tmp_path, stage, device="cuda")) == 0
     assert "pretrain_sqs align on cuda (bf16 autocast)" in caplog.text
     check_outputs(tmp_path)
 
@@ -103,7 +103,7 @@ def test_torchrun_with_two_processes_trains_both_stages(corpus, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     for stage in ("encoder", "align"):
         done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                               "-m", "aeqa_model.sqs_pretrain", *argv(corpus, tmp_path, stage)],
+                               "-m", "aeqa_model.pretrain_sqs.cli", *argv(corpus, tmp_path, stage)],
                               capture_output=True, text=True, timeout=500, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "2 processes" in done.stderr
@@ -163,7 +163,7 @@ def test_mbart_encoder_path_runs_both_stages_and_resumes(corpus, tmp_path, monke
     outs = {}
     for name, stop_at in (("whole", None), ("stopped", 3)):
         out = tmp_path / name
-        assert sqs_pretrain.main(argv(corpus, out, "encoder", spec=spec)) == 0
+        assert cli.main(argv(corpus, out, "encoder", spec=spec)) == 0
         assert torch.load(out / "encoder.pt", weights_only=False) == {"encoder": "mbart", "mbart_path": str(mbart)}
         if stop_at:
             step, calls = torch.optim.AdamW.step, [0]
@@ -175,10 +175,10 @@ def test_mbart_encoder_path_runs_both_stages_and_resumes(corpus, tmp_path, monke
                 return step(self, *a, **k)
 
             monkeypatch.setattr(torch.optim.AdamW, "step", stopping)
-            assert sqs_pretrain.main(argv(corpus, out, "align", spec=spec)) == 75
+            assert cli.main(argv(corpus, out, "align", spec=spec)) == 75
             assert torch.load(out / "K32_D8" / "sqs_checkpoint.pt", weights_only=False)["update"] == stop_at
             monkeypatch.setattr(torch.optim.AdamW, "step", step)
-        assert sqs_pretrain.main(argv(corpus, out, "align", spec=spec)) == 0
+        assert cli.main(argv(corpus, out, "align", spec=spec)) == 0
         outs[name] = torch.load(out / "K32_D8" / "sqs.pt", weights_only=False)
     assert outs["whole"]["encoder"] == f"mbart:{mbart}"
     assert torch.equal(outs["whole"]["codebook"], outs["stopped"]["codebook"])

@@ -62,7 +62,7 @@ def rebuild_hint(prefix: str | Path) -> str:
     parent = Path(prefix).parent
     rule = "binarize_kd" if parent.parent.parent.name == "kd" else "binarize"
     return (f"the binarized data is damaged or stale: delete {parent / 'report.json'} and rerun the "
-            f"workflow, whose {rule} rule rewrites it (or rerun `python -m aeqa_model.data.indexed` "
+            f"workflow, whose {rule} rule rewrites it (or rerun `python -m aeqa_model.binarize.cli` "
             f"by hand)")
 
 
@@ -153,34 +153,3 @@ def binarize_file(text_path: str | Path, dictionary: Dictionary, prefix: str | P
     n_tok = sum(len(s) for s in ids)
     n_unk = sum(1 for s in ids for t in s if t == dictionary.unk)
     return {"file": str(text_path), "sentences": len(ids), "tokens": n_tok, "unk": n_unk}
-
-
-def main(argv=None) -> None:
-    """CLI: build the joint dictionary (from train files) and binarize splits."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--dict", required=True, help="dictionary path (built if --build-dict-from is given)")
-    parser.add_argument("--build-dict-from", nargs="*", default=None)
-    parser.add_argument("--inputs", nargs="+", required=True, help="BPE text files")
-    parser.add_argument("--prefixes", nargs="+", required=True, help="output prefixes, one per input")
-    parser.add_argument("--report", default=None)
-    args = parser.parse_args(argv)
-    if len(args.inputs) != len(args.prefixes):
-        raise SystemExit("--inputs and --prefixes must have the same length")
-    if args.build_dict_from:
-        dictionary = Dictionary.build(args.build_dict_from)
-        dictionary.save(args.dict)
-    else:
-        dictionary = Dictionary.load(args.dict)
-    report = [binarize_file(i, dictionary, p) for i, p in zip(args.inputs, args.prefixes)]
-    for item in report:
-        print(json.dumps(item))
-    if args.report:
-        from aeqa_model.io import write_json
-        write_json(args.report, {"dictionary_size": len(dictionary), "files": report})
-
-
-if __name__ == "__main__":
-    main()

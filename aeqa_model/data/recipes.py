@@ -3,7 +3,7 @@
 A dataset's ``recipe`` key picks one function of :data:`RECIPES`. Every recipe
 writes detokenized, line-aligned text (one segment a line) and returns a
 manifest fragment with its counts; :func:`build_dataset` adds the source files
-and their checksums and is what ``scripts/download.py`` calls.
+and their checksums and is what ``python -m aeqa_model.download.cli`` calls.
 
 Recipes
 -------

@@ -1,7 +1,7 @@
 """The evaluate stage: every metric of one decoded cell into one metrics.json.
 
-``scripts/evaluate.py`` (called by the Snakemake ``evaluate`` rule) is a thin
-wrapper around :func:`main`. The output layout is the ``metrics.json``
+``aeqa_model.evaluate.cli`` (called by the Snakemake ``evaluate`` rule) parses
+the flags and calls :func:`evaluate_cell`. The output layout is the ``metrics.json``
 contract of docs/formats.md; docs/metrics.md says what each number means.
 """
 from __future__ import annotations
@@ -146,37 +146,10 @@ def _json_arg(value: str, flag: str) -> dict:
     return obj
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="evaluate.py",
-        description="Score one decoded cell (tokenized BLEU, SacreBLEU, chrF, chrF++, TER, "
-                    "COMET, BLEURT, repetition, length buckets, multi-reference BLEU, "
-                    "paired bootstrap) into metrics.json.")
-    p.add_argument("--hyp-tok", required=True, help="hypotheses, Moses-tokenized, BPE removed")
-    p.add_argument("--ref-tok", required=True, help="reference, Moses-tokenized")
-    p.add_argument("--hyp-detok", required=True, help="hypotheses, detokenized")
-    p.add_argument("--ref-detok", required=True, help="reference, detokenized (original text)")
-    p.add_argument("--src-detok", required=True, help="source, detokenized (for COMET)")
-    p.add_argument("--tgt-lang", required=True, help="target language code (zh selects tok:zh)")
-    p.add_argument("--spec", required=True, help="the evaluate: config section, JSON (inline or file)")
-    p.add_argument("--cell", required=True, help="JSON object copied to metrics.json 'cell'")
-    p.add_argument("--provenance", required=True, help="JSON object copied to 'provenance'")
-    p.add_argument("--out", required=True, help="metrics.json to write (atomically)")
-    p.add_argument("--speed", help="speed.json of the decode stage, copied to 'speed'")
-    p.add_argument("--baseline-hyp-tok", help="baseline hypotheses (tokenized) for the paired bootstrap")
-    p.add_argument("--baseline-name", help="name of the baseline cell, recorded in 'significance'")
-    p.add_argument("--extra-refs-tok", nargs="+", default=None,
-                   help="additional tokenized reference files for multi-reference BLEU")
-    p.add_argument("--multi-reference-from", default=None,
-                   help="metrics.json of the same model on a multi-reference set (e.g. Ott et al. 2018); "
-                        "its multi_reference entry replaces this one's (Table 4)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return p
+def evaluate_cell(args: argparse.Namespace) -> int:
+    """Score the files that ``args`` (aeqa_model.evaluate.cli's flags) name and write ``args.out``.
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Returns the exit code: 0, or 2 on bad input (reported on stderr)."""
     try:
         spec = _json_arg(args.spec, "--spec")
         cell = _json_arg(args.cell, "--cell")

@@ -1,8 +1,8 @@
-"""Command line of ``scripts/render_paper.py``.
+"""Render-paper stage: one paper table/figure, the index or the learning curves (the paper rules).
 
-    render_paper.py --target table1 --spec JSON --paper-dir config/paper --metrics F1 F2 ... --out-dir DIR
-    render_paper.py --target index --inputs DIR/table1.csv ... --out-dir DIR
-    render_paper.py --target learning_curves --inputs .../model/train_log.csv ... --out-dir DIR
+    python -m aeqa_model.paper.cli --target table1 --spec JSON --paper-dir config/paper --metrics F1 F2 ... --out-dir DIR
+    python -m aeqa_model.paper.cli --target index --inputs DIR/table1.csv ... --out-dir DIR
+    python -m aeqa_model.paper.cli --target learning_curves --inputs .../model/train_log.csv ... --out-dir DIR
 
 ``--spec`` is the output's spec from the grid file as a JSON string (what the
 Snakefile passes) or the path of a JSON/YAML file holding it.
@@ -35,7 +35,8 @@ def _load_spec(text: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Render one paper table/figure (or the index) from metrics.json files.")
+    p = argparse.ArgumentParser(prog="aeqa-render-paper",
+                                description="Render one paper table/figure (or the index) from metrics.json files.")
     p.add_argument("--target", required=True, help="table1..table7, figure1/4/5/6/7, index or learning_curves")
     p.add_argument("--spec", default="{}", help="the output's grid spec: JSON string or a JSON/YAML file")
     p.add_argument("--paper-dir", default="config/paper", help="directory of the paper's transcribed numbers")
@@ -73,3 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         print(f"wrote {path}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

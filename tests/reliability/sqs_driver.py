@@ -1,4 +1,4 @@
-"""Run ``aeqa_model.sqs_pretrain`` with one injected fault (the process of test_sqs_resume.py).
+"""Run ``aeqa_model.pretrain_sqs.cli`` with one injected fault (the process of test_sqs_resume.py).
 
 Called through :func:`run` in a process forked from a forkserver (torch imported
 once), or as a script with ``AEQA_FAULT`` set. Faults, counted in optimizer steps
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
-from aeqa_model import sqs_pretrain  # noqa: E402
+from aeqa_model.pretrain_sqs import cli, pretrain  # noqa: E402
 from aeqa_model.io import atomic_open  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def install(fault: str) -> None:
         torch.optim.AdamW.step = faulty_step
     elif kind == "kill_in_write":
         nth, seen = int(arg), [0]
-        save = sqs_pretrain.save_checkpoint
+        save = pretrain.save_checkpoint
 
         def killing_save(path, payload):
             seen[0] += 1
@@ -69,7 +69,7 @@ def install(fault: str) -> None:
                     die()
             return save(path, payload)
 
-        sqs_pretrain.save_checkpoint = killing_save
+        pretrain.save_checkpoint = killing_save
     elif fault:
         raise SystemExit(f"unknown AEQA_FAULT {fault!r}")
 
@@ -81,7 +81,7 @@ def run(argv: list[str], fault: str, log_path: str) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     install(fault)
-    code = sqs_pretrain.main(argv)
+    code = cli.main(argv)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -89,4 +89,4 @@ def run(argv: list[str], fault: str, log_path: str) -> None:
 
 if __name__ == "__main__":
     install(os.environ.get("AEQA_FAULT", ""))
-    sys.exit(sqs_pretrain.main(sys.argv[1:]))
+    sys.exit(cli.main(sys.argv[1:]))

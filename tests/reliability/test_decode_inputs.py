@@ -131,7 +131,7 @@ def test_over_long_test_sentence_is_cut_counted_and_scored(long_test, tmp_path, 
                                                            arch, decoding):
     """The job completes with one hypothesis per line; the log and metrics.json say how
     many sentences were cut, to how many tokens, and which."""
-    from aeqa_model.metrics.evaluate import main as evaluate_main
+    from aeqa_model.evaluate.cli import main as evaluate_main
 
     bin_dir, d, pairs, refs = long_test
     model = save_model(tmp_path / f"{arch}.pt", arch, d, max_positions=POSITIONS)

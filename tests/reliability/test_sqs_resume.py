@@ -23,7 +23,7 @@ SPEC = {"encoder": "embedded", "mbart_path": None,
                      "sentencepiece_vocab": 100, "batch_size": 4},
         "align_updates": 12, "batch_size": 4, "alpha": 0.5, "ema_decay": 0.99, "lr": 1e-3, "save_every": 4}
 KILLED = -signal.SIGKILL
-PRELOAD = ["torch", "torch.optim", "sentencepiece", "aeqa_model.sqs_pretrain", "tests.reliability.sqs_driver"]
+PRELOAD = ["torch", "torch.optim", "sentencepiece", "aeqa_model.pretrain_sqs.cli", "tests.reliability.sqs_driver"]
 
 
 def pretrain(corpus: Path, out: Path, stage: str, fault: str = "", encoder: Path | None = None, spec=SPEC) -> Run:

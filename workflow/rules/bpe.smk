@@ -14,7 +14,6 @@ rule bpe:
         dataset="|".join(TRAINABLE) or "^$",
     params:
         python=PYTHON,
-        scripts=SCRIPTS,
         merges=lambda wc: DATASETS[wc.dataset].get("bpe", {}).get("merges", 40000),
         train=lambda wc: [f"{data_dir(wc.dataset)}/tok/train.{l}" for l in langs(wc.dataset)],
         inputs=lambda wc: text_files(wc.dataset, "tok"),
@@ -27,7 +26,7 @@ rule bpe:
     resources:
         **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
     shell:
-        "exec {params.python:q} {params.scripts:q}/bpe.py learn-apply --merges {params.merges} --codes {output.codes:q}"
+        "exec {params.python:q} -m aeqa_model.bpe.cli learn-apply --merges {params.merges} --codes {output.codes:q}"
         " --learn-inputs {params.train:q} --inputs {params.inputs:q} --outputs {params.outputs:q} --workers {threads}"
         " --stamp {output.done:q} > {log:q} 2>&1"
 
@@ -42,7 +41,6 @@ rule bpe_eval_only:
         dataset="|".join(EVAL_ONLY) or "^$",
     params:
         python=PYTHON,
-        scripts=SCRIPTS,
         codes=lambda wc: path("bpe_codes", dataset=model_dataset(wc.dataset)),
         inputs=lambda wc: text_files(wc.dataset, "tok"),
         outputs=lambda wc: text_files(wc.dataset, "bpe"),
@@ -52,7 +50,7 @@ rule bpe_eval_only:
     resources:
         **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
     shell:
-        "exec {params.python:q} {params.scripts:q}/bpe.py apply --codes {params.codes:q} --inputs {params.inputs:q}"
+        "exec {params.python:q} -m aeqa_model.bpe.cli apply --codes {params.codes:q} --inputs {params.inputs:q}"
         " --outputs {params.outputs:q} --workers {threads} --stamp {output.done:q} > {log:q} 2>&1"
 
 
@@ -76,7 +74,7 @@ rule binarize:
     resources:
         **stage_resources("binarize", mem_mb=8000, runtime=120, cpus=1),
     shell:
-        "exec {params.python:q} -m aeqa_model.data.indexed --dict {params.dictionary:q} {params.build:q}"
+        "exec {params.python:q} -m aeqa_model.binarize.cli --dict {params.dictionary:q} {params.build:q}"
         " --inputs {params.inputs:q} --prefixes {params.prefixes:q} --report {output.report:q} > {log:q} 2>&1"
 
 
@@ -90,14 +88,13 @@ rule bpe_kd:
         tgt=path("kd_train", stage="bpe", side="tgt"),
     params:
         python=PYTHON,
-        scripts=SCRIPTS,
     log:
         f"{RESULTS}/logs/bpe_kd/{{dataset}}.{{direction}}.log",
     threads: stage_threads("bpe", 2)
     resources:
         **stage_resources("bpe", mem_mb=8000, runtime=240, cpus=2),
     shell:
-        "exec {params.python:q} {params.scripts:q}/bpe.py apply --codes {input.codes:q} --inputs {input.src:q} {input.tgt:q}"
+        "exec {params.python:q} -m aeqa_model.bpe.cli apply --codes {input.codes:q} --inputs {input.src:q} {input.tgt:q}"
         " --outputs {output.src:q} {output.tgt:q} --workers {threads} > {log:q} 2>&1"
 
 
@@ -118,5 +115,5 @@ rule binarize_kd:
     resources:
         **stage_resources("binarize", mem_mb=8000, runtime=120, cpus=1),
     shell:
-        "exec {params.python:q} -m aeqa_model.data.indexed --dict {params.dictionary:q} --inputs {input.src:q} {input.tgt:q}"
+        "exec {params.python:q} -m aeqa_model.binarize.cli --dict {params.dictionary:q} --inputs {input.src:q} {input.tgt:q}"
         " --prefixes {params.prefix:q}.src {params.prefix:q}.tgt --report {output.report:q} > {log:q} 2>&1"

@@ -12,7 +12,6 @@ from aeqa_model.provenance import config_sha256
 
 PYTHON = sys.executable
 ROOT = Path(workflow.basedir).parent
-SCRIPTS = ROOT / "scripts"
 # Software: one environment for Snakemake and every job (scripts/setup_env.sh's
 # pinned venv, or envs/environment-gpu.yaml created once and activated); jobs run
 # PYTHON, the interpreter that runs Snakemake, and SLURM jobs inherit it. No rule

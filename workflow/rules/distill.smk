@@ -56,5 +56,5 @@ rule distill_gather:
     resources:
         **stage_resources("distill_gather", mem_mb=4000, runtime=60, cpus=1),
     shell:
-        "exec {params.python:q} -m aeqa_model.distill --shards {input.shards:q} --src {params.src:q} --ref {params.ref:q}"
+        "exec {params.python:q} -m aeqa_model.distill.cli --shards {input.shards:q} --src {params.src:q} --ref {params.ref:q}"
         " --out-src {output.src:q} --out-tgt {output.tgt:q} --report {output.report:q} > {log:q} 2>&1"

@@ -8,7 +8,6 @@ rule download:
         manifest=path("manifest"),
     params:
         python=PYTHON,
-        scripts=SCRIPTS,
         dataset_spec=lambda wc: jq(aeqa_model.config.download_spec(DATASETS[wc.dataset])),
         sources_spec=lambda wc: jq({s: config["sources"][s] for s in DATASETS[wc.dataset].get("sources", [])}),
         cache=os.environ.get("AEQA_DATA_CACHE", config.get("cache_dir", "results/.cache")),
@@ -21,6 +20,6 @@ rule download:
     resources:
         **stage_resources("download", mem_mb=4000, runtime=120, cpus=1),
     shell:
-        "exec {params.python:q} {params.scripts:q}/download.py --dataset {wildcards.dataset:q} --dataset-spec {params.dataset_spec:q}"
+        "exec {params.python:q} -m aeqa_model.download.cli --dataset {wildcards.dataset:q} --dataset-spec {params.dataset_spec:q}"
         " --sources-spec {params.sources_spec:q} --cache-dir {params.cache:q} --out-dir {params.out_dir:q}"
         " > {log:q} 2>&1"

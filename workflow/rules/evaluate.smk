@@ -44,7 +44,6 @@ rule evaluate:
         metrics=path("metrics"),
     params:
         python=PYTHON,
-        scripts=SCRIPTS,
         ref_tok=lambda wc: eval_text(wc, "tok", "tgt"),
         ref_detok=lambda wc: eval_text(wc, "orig", "tgt"),
         src_detok=lambda wc: eval_text(wc, "orig", "src"),
@@ -62,7 +61,7 @@ rule evaluate:
     resources:
         **stage_resources("evaluate", mem_mb=4000, runtime=30, cpus=1),
     shell:
-        "exec {params.python:q} {params.scripts:q}/evaluate.py --hyp-tok {input.tok:q} --ref-tok {params.ref_tok:q}"
+        "exec {params.python:q} -m aeqa_model.evaluate.cli --hyp-tok {input.tok:q} --ref-tok {params.ref_tok:q}"
         " --hyp-detok {input.detok:q} --ref-detok {params.ref_detok:q} --src-detok {params.src_detok:q}"
         " --tgt-lang {params.tgt_lang:q} --spec {params.spec:q} --cell {params.cell:q}"
         " --provenance {params.provenance:q} --speed {input.speed:q} {params.baseline:q} {params.extra:q}"

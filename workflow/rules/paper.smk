@@ -16,7 +16,6 @@ for _name in config.get("outputs", {}):
                for k, v in paper_outputs(_name).items()},
         params:
             python=PYTHON,
-            scripts=SCRIPTS,
             target=_name,
             spec=jq(config["outputs"][_name]),
             paper_dir=str(ROOT / "config/paper"),
@@ -24,7 +23,7 @@ for _name in config.get("outputs", {}):
         log:
             f"{RESULTS}/logs/paper/{_name}.log",
         shell:
-            "exec {params.python:q} {params.scripts:q}/render_paper.py --target {params.target:q} --spec {params.spec:q}"
+            "exec {params.python:q} -m aeqa_model.paper.cli --target {params.target:q} --spec {params.spec:q}"
             " --paper-dir {params.paper_dir:q} --metrics {input.metrics:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
@@ -40,13 +39,12 @@ rule paper_index:
         PAPER_INDEX,
     params:
         python=PYTHON,
-        scripts=SCRIPTS,
         paper_dir=str(ROOT / "config/paper"),
         out_dir=lambda wc, output: str(Path(output[0]).parent),
     log:
         f"{RESULTS}/logs/paper/index.log",
     shell:
-        "exec {params.python:q} {params.scripts:q}/render_paper.py --target index --spec '{{}}' --paper-dir {params.paper_dir:q}"
+        "exec {params.python:q} -m aeqa_model.paper.cli --target index --spec '{{}}' --paper-dir {params.paper_dir:q}"
         " --inputs {input:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
@@ -60,11 +58,10 @@ rule learning_curves:
         **LEARNING_CURVES,
     params:
         python=PYTHON,
-        scripts=SCRIPTS,
         logs=lambda wc, input: [str(Path(m).parent / "train_log.csv") for m in input.models],
         out_dir=lambda wc, output: str(Path(output.png).parent),
     log:
         f"{RESULTS}/logs/paper/learning_curves.log",
     shell:
-        "exec {params.python:q} {params.scripts:q}/render_paper.py --target learning_curves --inputs {params.logs:q}"
+        "exec {params.python:q} -m aeqa_model.paper.cli --target learning_curves --inputs {params.logs:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -9,7 +9,6 @@ rule prepare:
         report=path("tok_report"),
     params:
         python=PYTHON,
-        scripts=SCRIPTS,
         spec=lambda wc: jq(DATASETS[wc.dataset].get("prepare", {})),
         langs=lambda wc: langs(wc.dataset),
         in_dir=lambda wc, input: str(Path(input.manifest).parent),
@@ -23,5 +22,5 @@ rule prepare:
     resources:
         **stage_resources("prepare", mem_mb=4000, runtime=240, cpus=2),
     shell:
-        "exec {params.python:q} {params.scripts:q}/prepare.py --spec {params.spec:q} --langs {params.langs:q} --in-dir {params.in_dir:q}"
+        "exec {params.python:q} -m aeqa_model.prepare.cli --spec {params.spec:q} --langs {params.langs:q} --in-dir {params.in_dir:q}"
         " --out-dir {params.out_dir:q} --splits {params.splits:q} --workers {threads} > {log:q} 2>&1"

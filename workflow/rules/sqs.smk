@@ -28,7 +28,7 @@ rule pretrain_sqs_encoder:
     resources:
         **stage_resources("pretrain_sqs", mem_mb=4000, runtime=60, gpu=True),
     shell:
-        "exec {params.launcher:q} -m aeqa_model.sqs_pretrain --stage encoder --spec {params.spec:q} --src-text {params.src:q}"
+        "exec {params.launcher:q} -m aeqa_model.pretrain_sqs.cli --stage encoder --spec {params.spec:q} --src-text {params.src:q}"
         " --tgt-text {params.tgt:q} --codebook-size 0 --dim 0 --encoder-out {output.encoder:q}"
         " --out /dev/null --stats {output.stats:q} --seed {params.seed} --device {params.device:q}"
         " --threads {threads} > {log:q} 2>&1"
@@ -59,7 +59,7 @@ rule pretrain_sqs:
     resources:
         **stage_resources("pretrain_sqs", mem_mb=4000, runtime=60, gpu=True),
     shell:
-        "exec {params.launcher:q} -m aeqa_model.sqs_pretrain --stage align --spec {params.spec:q} --src-text {params.src:q}"
+        "exec {params.launcher:q} -m aeqa_model.pretrain_sqs.cli --stage align --spec {params.spec:q} --src-text {params.src:q}"
         " --tgt-text {params.tgt:q} --codebook-size {wildcards.k} --dim {wildcards.dim}"
         " --encoder-out {input.encoder:q} --out {output.sqs:q} --stats {output.stats:q} --seed {params.seed}"
         " --device {params.device:q} --threads {threads} > {log:q} 2>&1"

@@ -558,25 +558,9 @@ def stage_file(output: str | Path, suffix: str) -> Path:
     return output.with_name(output.stem + suffix)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spec", required=True, help="JSON: the pretrain_sqs config section")
-    p.add_argument("--src-text", required=True, help="training source sentences (detokenized)")
-    p.add_argument("--tgt-text", required=True, help="training target sentences (detokenized)")
-    p.add_argument("--codebook-size", type=int, required=True)
-    p.add_argument("--dim", type=int, required=True, help="NAT model width D")
-    p.add_argument("--encoder-out", required=True, help="denoised encoder checkpoint (K-independent)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--stats", required=True)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--checkpoint", default=None,
-                   help="resumable state of the stage (default: <output stem>_checkpoint.pt next to its output)")
-    p.add_argument("--log-csv", default=None,
-                   help="every update's losses (default: <output stem>_log.csv next to the stage's output)")
-    p.add_argument("--stage", choices=["encoder", "align"], required=True)
-    args = p.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the stage ``args.stage`` with aeqa_model.pretrain_sqs.cli's flags; returns the exit code
+    (0 done, 75 checkpointed on a signal: rerun to resume, 2 bad input)."""
     from aeqa_model.train.cli import configure_logging
 
     configure_logging(int(os.environ.get("RANK", "0")))
@@ -769,7 +753,3 @@ def finish(quantizer, projection, history, args, encoder_name, run: StageRun | N
     if run is not None and run.checkpoint is not None:
         run.checkpoint.remove()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

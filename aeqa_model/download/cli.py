@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Download stage: fetch a dataset's sources into the cache and build ``orig/``.
 
 Usage (as the Snakemake rule calls it)::
 
-    python scripts/download.py --dataset demo_ende \
+    python -m aeqa_model.download.cli --dataset demo_ende \
         --dataset-spec '{"recipe": "gettext_catalogs", "langs": ["en", "de"], ...}' \
         --sources-spec '{"django": {"type": "pip_wheel", ...}, ...}' \
         --cache-dir results/.cache --out-dir results/demo/data/demo_ende/orig
@@ -22,11 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aeqa_model.data.download import fetch_source, resolve_cache_dir  # noqa: E402
-from aeqa_model.data.recipes import build_dataset  # noqa: E402
-from aeqa_model.io import InputError, write_json  # noqa: E402
+from aeqa_model.data.download import fetch_source, resolve_cache_dir
+from aeqa_model.data.recipes import build_dataset
+from aeqa_model.io import InputError, write_json
 
 
 def _json_arg(value: str, flag: str):
@@ -42,7 +39,7 @@ def log(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="aeqa-download", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="dataset name (a key of datasets:)")
     parser.add_argument("--dataset-spec", required=True, help="the dataset's config entry as JSON (or @file)")
     parser.add_argument("--sources-spec", required=True, help="sources: mapping as JSON (or @file)")

@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """Prepare stage: Moses-tokenize ``orig/`` into ``tok/`` and clean the training split.
 
 Usage (as the Snakemake rule calls it)::
 
-    python scripts/prepare.py --spec '{"lowercase": false, "aggressive_dash_splits": true,
+    python -m aeqa_model.prepare.cli --spec '{"lowercase": false, "aggressive_dash_splits": true,
         "min_tokens": 1, "max_tokens": 250, "max_ratio": 1.5}' \
         --langs en de --in-dir .../orig --out-dir .../tok --workers 2
 
@@ -18,10 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aeqa_model.data.prepare import SPLITS, prepare_dataset  # noqa: E402
-from aeqa_model.io import InputError  # noqa: E402
+from aeqa_model.data.prepare import SPLITS, prepare_dataset
+from aeqa_model.io import InputError
 
 
 def log(message: str) -> None:
@@ -29,7 +26,7 @@ def log(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="aeqa-prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", required=True, help="the dataset's prepare: section as JSON (or @file)")
     parser.add_argument("--langs", nargs=2, required=True, metavar=("L1", "L2"))
     parser.add_argument("--in-dir", required=True)

@@ -1,12 +1,11 @@
-#!/usr/bin/env python
 """BPE stage: learn joint subword-nmt codes, or apply them to files.
 
 Usage (as the Snakemake rules call it)::
 
-    python scripts/bpe.py learn --merges 40000 --codes .../bpe/codes --inputs .../tok/train.en .../tok/train.de
-    python scripts/bpe.py apply --codes .../bpe/codes --inputs .../tok/train.en ... \
+    python -m aeqa_model.bpe.cli learn --merges 40000 --codes .../bpe/codes --inputs .../tok/train.en .../tok/train.de
+    python -m aeqa_model.bpe.cli apply --codes .../bpe/codes --inputs .../tok/train.en ... \
         --outputs .../bpe/train.en ... --workers 2 [--stamp .../bpe/done.json]
-    python scripts/bpe.py learn-apply --merges 40000 --codes .../bpe/codes \
+    python -m aeqa_model.bpe.cli learn-apply --merges 40000 --codes .../bpe/codes \
         --learn-inputs .../tok/train.en .../tok/train.de --inputs .../tok/*.{en,de} \
         --outputs .../bpe/*.{en,de} --workers 2 --stamp .../bpe/done.json
 
@@ -19,12 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aeqa_model.data import bpe, stamp  # noqa: E402
-from aeqa_model.io import InputError  # noqa: E402
+from aeqa_model.data import bpe, stamp
+from aeqa_model.io import InputError
 
 
 def log(message: str) -> None:
@@ -32,7 +28,7 @@ def log(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="aeqa-bpe", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_learn = sub.add_parser("learn", help="learn joint BPE codes on the concatenated inputs")
     p_learn.add_argument("--merges", type=int, required=True)

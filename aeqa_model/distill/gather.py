@@ -7,9 +7,6 @@ is an error. Empty teacher outputs fall back to the human reference (counted).
 """
 from __future__ import annotations
 
-import argparse
-import sys
-
 from aeqa_model.io import InputError, read_lines, write_json, write_lines
 
 
@@ -32,24 +29,3 @@ def gather(shards: list[str], src_path: str, ref_path: str, out_src: str, out_tg
              "identical_to_reference": identical}
     write_json(report, stats)
     return stats
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--shards", nargs="+", required=True)
-    p.add_argument("--src", required=True)
-    p.add_argument("--ref", required=True)
-    p.add_argument("--out-src", required=True)
-    p.add_argument("--out-tgt", required=True)
-    p.add_argument("--report", required=True)
-    args = p.parse_args(argv)
-    try:
-        print(gather(args.shards, args.src, args.ref, args.out_src, args.out_tgt, args.report))
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
