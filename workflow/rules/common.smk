@@ -68,7 +68,7 @@ def decoding_name(model, decoding):
 
 def needs_sqs(model):
     """AEQA models start from the pre-aligned codebook unless ``sqs_init: random``."""
-    return arch(model) in ("aeqa_nat", "aeqa_dat") and MODELS[model].get("sqs_init", "pretrained") == "pretrained"
+    return aeqa_model.config.needs_sqs(MODELS[model])
 
 
 def model_seed(model):
