@@ -26,8 +26,6 @@ from aeqa_model import cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
-# An AEQA model's codebook size K when its entry does not set codebook_size.
-CODEBOOK_SIZE = 2048
 
 
 # ------------------------------------------------------------------ loading --
@@ -107,7 +105,7 @@ def check_schema(cfg: dict, schema: Path = SCHEMA) -> None:
     schema sets no defaults, so Snakemake's ``validate`` would add nothing.)"""
     import jsonschema
 
-    rules = yaml.safe_load(Path(schema).read_text(encoding="utf-8"))
+    rules = with_model_options(yaml.safe_load(Path(schema).read_text(encoding="utf-8")))
     errors = []
     for err in sorted(jsonschema.Draft202012Validator(rules).iter_errors(cfg), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(p) for p in err.absolute_path)
@@ -121,6 +119,26 @@ def check_schema(cfg: dict, schema: Path = SCHEMA) -> None:
     if errors:
         raise ValueError(f"invalid config ({len(errors)} problem(s); fix them in the config file or --config, "
                          f"the schema is {schema}):\n  " + "\n  ".join(errors))
+
+
+def with_model_options(rules: dict) -> dict:
+    """The schema with the architectures' options added from their declarations
+    (aeqa_model/models/options.py): every option to ``$defs.model``'s properties
+    (which option an arch takes is the typo check's, ``models.check_options``),
+    and its schema to each option that ``model_defaults`` lists. Changes ``rules``."""
+    from aeqa_model.models import option_schemas
+
+    options = option_schemas()
+    model = rules["$defs"]["model"]["properties"]
+    clash = sorted(set(model) & set(options))
+    if clash:
+        raise ValueError(f"{SCHEMA}: $defs.model declares the model options {clash}; they are declared "
+                         "once, in the model classes' Options (aeqa_model/models/options.py)")
+    model.update(options)
+    defaults = rules["properties"]["model_defaults"]["properties"]
+    for key in defaults:
+        defaults[key] = options[key]
+    return rules
 
 
 # -------------------------------------------------------------- model facts --
@@ -140,7 +158,18 @@ def default_decoding(spec: dict) -> str:
 
 
 def codebook_size(spec: dict) -> int:
-    return int(spec.get("codebook_size", CODEBOOK_SIZE))
+    """An AEQA model entry's codebook size K: its own, else its arch's default."""
+    from aeqa_model.models import model_options
+
+    return model_options(spec).codebook_size
+
+
+def needs_sqs(spec: dict) -> bool:
+    """Whether a model entry starts from the pre-aligned codebook: an arch with an SQS
+    (its options declare ``sqs_init``) whose ``sqs_init`` is (by default) pretrained."""
+    from aeqa_model.models import model_options
+
+    return getattr(model_options(spec), "sqs_init", None) == "pretrained"
 
 
 def model_width(cfg: dict, spec: dict) -> int:
@@ -334,7 +363,6 @@ DOWNLOAD_KEYS = ("recipe", "langs", "sources", "recipe_options")
 # pretrain_sqs keys only the alignment stage reads: editing them leaves the
 # (shared, expensive) denoising encoder alone.
 ALIGN_ONLY_KEYS = ("align_updates", "alpha", "ema_decay", "batch_size")
-AEQA_ARCHS = ("aeqa_nat", "aeqa_dat")
 
 
 def download_spec(dataset: dict) -> dict:
@@ -357,8 +385,3 @@ def size_entry(cfg: dict, spec: dict) -> dict:
 def model_seed(cfg: dict, spec: dict) -> int:
     """A model entry's own seed, else the config's."""
     return int(spec.get("seed", cfg["seed"]))
-
-
-def needs_sqs(spec: dict) -> bool:
-    """AEQA models start from the pre-aligned codebook unless ``sqs_init: random``."""
-    return spec["arch"] in AEQA_ARCHS and spec.get("sqs_init", "pretrained") == "pretrained"

@@ -125,7 +125,9 @@ def test_model_facts_come_from_the_models():
     assert cfgmod.model_width(cfg, {"arch": "at", "size": "big"}) == 1024
     assert cfgmod.model_width(cfg, {"arch": "at", "size": "base", "embed_dim": 256}) == 256
     assert cfgmod.codebook_size(cfg["models"]["aeqa_nat"]) == 32
-    assert cfgmod.codebook_size({"arch": "aeqa_nat"}) == cfgmod.CODEBOOK_SIZE
+    assert cfgmod.codebook_size({"arch": "aeqa_nat"}) == cfgmod.codebook_size({"arch": "aeqa_dat"}) == 2048
+    assert cfgmod.needs_sqs({"arch": "aeqa_dat"}) and not cfgmod.needs_sqs({"arch": "aeqa_nat", "sqs_init": "random"})
+    assert not cfgmod.needs_sqs({"arch": "glat"})
 
 
 def test_output_cells_resolve_default_decodings():

@@ -17,11 +17,11 @@ ARCHS = {
 }
 
 
-# Keys of a config model entry that are not model options: handled by the workflow
-# and the trainer (size, per-model training overrides, default decoding, the
-# model's own training seed, where an AEQA codebook starts and the length of its
-# pre-alignment when it has one of its own).
-ENTRY_KEYS = {"arch", "size", "training", "decoding", "seed", "sqs_init", "sqs_align_updates"}
+# Keys of a config model entry that are not model options, the same for every arch:
+# handled by the workflow and the trainer (size, per-model training overrides,
+# default decoding, the model's own training seed). The options of an arch are its
+# class's ``Options`` (models/options.py); the TransformerConfig fields overlay its size.
+ENTRY_KEYS = {"arch", "size", "training", "decoding", "seed"}
 
 
 def check_options(name: str, spec: dict) -> list[str]:
@@ -31,12 +31,28 @@ def check_options(name: str, spec: dict) -> list[str]:
 
     if spec.get("arch") not in ARCHS:
         return [f"models.{name}.arch: unknown arch {spec.get('arch')!r}; known: {sorted(ARCHS)}"]
-    cls = model_class(spec["arch"])
-    known = set(ENTRY_KEYS) | set(TransformerConfig.__dataclass_fields__)
-    for klass in cls.__mro__:
-        known |= set(klass.__dict__.get("OPTIONS", ()))
+    known = set(ENTRY_KEYS) | set(TransformerConfig.__dataclass_fields__) | model_class(spec["arch"]).Options.names()
     return [f"models.{name}.{key}: unknown option for arch {spec['arch']!r}; known: {sorted(known - ENTRY_KEYS)}"
             for key in spec if key not in known]
+
+
+def model_options(spec: dict):
+    """The options of a config entry as its model reads them (its arch's Options,
+    every option it does not set at the declared default)."""
+    return model_class(spec["arch"]).Options.from_dict(spec)
+
+
+def option_schemas() -> dict[str, dict]:
+    """The JSON schema of every option of every arch, by name (the config schema's
+    model entries; an option several archs declare has one schema)."""
+    out: dict[str, dict] = {}
+    for arch in ARCHS:
+        for key, schema in model_class(arch).Options.schema_of().items():
+            known = out.setdefault(key, schema)
+            strip = lambda s: {k: v for k, v in s.items() if k != "description"}  # noqa: E731
+            if strip(known) != strip(schema):
+                raise ValueError(f"model option {key!r} is declared with two schemas: {known} and {schema}")
+    return out
 
 
 def model_class(arch: str):

@@ -10,23 +10,37 @@ The default graph factor is 3 (the paper's AEQA-DAT setting; Fig. 4 sweeps it).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from aeqa_model.models.base import LossTerm
-from aeqa_model.models.dat import DATransformer
+from aeqa_model.models.dat import GRAPH_FACTOR_HELP, DATOptions, DATransformer
 from aeqa_model.models.glancing import same_dropout
-from aeqa_model.models.sqa import SQSMixin, encode_target, sqa_terms
+from aeqa_model.models.options import option
+from aeqa_model.models.sqa import SQSMixin, SQSOptions, encode_target, sqa_terms
+
+
+@dataclass(frozen=True)
+class AEQADATOptions(SQSOptions, DATOptions):
+    """AEQA-DAT's options: SQSOptions and DATOptions, with its own graph factor default
+    (models/options.py)."""
+
+    graph_factor: float = option(3, GRAPH_FACTOR_HELP + "; 3, the paper's AEQA-DAT setting (Fig. 4 sweeps it)",
+                                 schema={"exclusiveMinimum": 0})
 
 
 class AEQADAT(SQSMixin, DATransformer):
     arch = "aeqa_dat"
     default_decoding = "lookahead"
-    # options: SQSMixin.OPTIONS (codebook_size, ema_decay, sqa_weight, codebook_reset, target_dropout)
+    Options = AEQADATOptions
 
     def __init__(self, dictionary, cfg, options):
-        options = {"graph_factor": 3, **options}
+        # The entry keeps its graph factor, the default written in: the checkpoint's
+        # options name it (a reader never falls back to DAT's default).
+        options = {"graph_factor": AEQADATOptions.graph_factor, **options}
         super().__init__(dictionary, cfg, options)
-        self.init_sqs(options, cfg.embed_dim)                               # SQS, sqa_weight, target_dropout
+        self.init_sqs(cfg.embed_dim)                                        # SQS, sqa_weight, target_dropout
 
     def vertex_inputs(self, enc, enc_mask, sizes):
         h_m, vertex_mask = self.copy_inputs(enc, enc_mask, sizes)

@@ -13,6 +13,7 @@ pass output (lambda_inf > 0, Table 3; see docs/method.md).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +22,9 @@ from torch import nn
 from aeqa_model.models.base import LossTerm
 from aeqa_model.models.glancing import GlanceSchedule, choose_glance_positions, glance_counts, same_dropout
 from aeqa_model.models.hostsync import avoid_sync
-from aeqa_model.models.nat import VanillaNAT
-from aeqa_model.models.sqa import SQA_TERMS, SQSMixin, check_sqa_options, encode_target, sqa_terms
+from aeqa_model.models.nat import NATOptions, VanillaNAT
+from aeqa_model.models.options import option
+from aeqa_model.models.sqa import SQA_REDUCTIONS, SQA_TERMS, SQSMixin, SQSOptions, check_sqa_options, encode_target, sqa_terms
 
 
 def anneal(start: float, end: float, update: int, total: int) -> float:
@@ -53,28 +55,55 @@ def pointer_loss(ptr: torch.Tensor, perm: torch.Tensor, tgt_mask: torch.Tensor) 
     return F.cross_entropy(ptr.float()[~tgt_mask], perm[~tgt_mask])
 
 
+@dataclass(frozen=True)
+class AEQANATOptions(SQSOptions, NATOptions):
+    """AEQA-NAT's options: SQSOptions, NATOptions and these (models/options.py)."""
+
+    glancing: str = option("adaptive", "glancing over quantized vectors (Eq. 11): adaptive (t = lambda * "
+                           "Hamming(Y, Y_hat)), uniform (t = lambda * |Y|) or none", choices=("adaptive", "uniform", "none"))
+    lambda_start: float = option(0.6, "the glancing ratio lambda at update 0 (Sec. 3, Table 7)",
+                                 schema={"minimum": 0, "maximum": 1})
+    lambda_end: float = option(0.4, "the glancing ratio lambda after anneal_updates (Sec. 3, Table 7)",
+                               schema={"minimum": 0, "maximum": 1})
+    anneal_updates: int = option(300000, "updates over which lambda goes linearly from lambda_start to "
+                                 "lambda_end; unset: the training's max_updates (this default only without one)",
+                                 schema={"minimum": 1})
+    glance_loss: str = option("all", "the positions L_NAT covers: all (Eq. 12) or the unglanced ones (as GLAT)",
+                              choices=("all", "unglanced"))
+    reordering: bool = option(False, "aligned reordering of the decoder inputs (Eq. 14, Alg. 1) with a "
+                              "pointer layer predicting it")
+    sqa_terms: tuple[str, ...] = option(SQA_TERMS, "the L_SQA terms that are on (Eq. 8-10; the ablation of "
+                                        "each term, docs/fidelity.md)",
+                                        schema={"type": "array", "items": {"enum": list(SQA_TERMS)},
+                                                "uniqueItems": True})
+    sqa_reduction: str = option("mean", "||.||^2 of L_SQA over the D dimensions: mean (comparable across "
+                                "widths) or sum (the literal squared norm, docs/method.md #6)", choices=SQA_REDUCTIONS)
+    quantize_input: bool = option(True, "the decoder reads z_q(H_m) and glances z_q(H_y); false: H_m and H_y "
+                                  "unquantized (the GLAT-like control, docs/method.md #24)")
+
+
 class AEQANAT(SQSMixin, VanillaNAT):
     arch = "aeqa_nat"
     default_decoding = "argmax"
-    # besides SQSMixin.OPTIONS (codebook_size, ema_decay, sqa_weight, codebook_reset, target_dropout)
-    OPTIONS = ("glancing", "lambda_start", "lambda_end", "anneal_updates", "glance_loss", "reordering",
-               "sqa_terms", "sqa_reduction", "quantize_input")
+    Options = AEQANATOptions
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)
-        self.init_sqs(options, cfg.embed_dim)                               # SQS, sqa_weight, target_dropout
-        self.glancing = options.get("glancing", "adaptive")                 # adaptive | uniform | none
-        self.lambda_start = float(options.get("lambda_start", 0.6))
-        self.lambda_end = float(options.get("lambda_end", 0.4))
-        self.anneal_updates = int(options.get("anneal_updates", options.get("max_updates", 300000)))
-        self.glance_loss = options.get("glance_loss", "all")                # all (Eq. 12) | unglanced
-        self.reordering = bool(options.get("reordering", False))
+        opts = self.opts
+        self.init_sqs(cfg.embed_dim)                                        # SQS, sqa_weight, target_dropout
+        self.glancing = opts.glancing                                       # adaptive | uniform | none
+        self.lambda_start = opts.lambda_start
+        self.lambda_end = opts.lambda_end
+        # without its own anneal_updates, lambda anneals over the training's max_updates
+        self.anneal_updates = (opts.anneal_updates if "anneal_updates" in options
+                               else int(options.get("max_updates", opts.anneal_updates)))
+        self.glance_loss = opts.glance_loss                                 # all (Eq. 12) | unglanced
+        self.reordering = opts.reordering
         # Ablation switches (docs/fidelity.md): L_SQA terms and reduction; with
         # quantize_input false the decoder reads H_m and glances H_y unquantized (the
         # GLAT-like control: same losses, no quantization on the decoder's input).
-        self.sqa_terms, self.sqa_reduction = check_sqa_options(options.get("sqa_terms", SQA_TERMS),
-                                                               options.get("sqa_reduction", "mean"))
-        self.quantize_input = bool(options.get("quantize_input", True))
+        self.sqa_terms, self.sqa_reduction = check_sqa_options(opts.sqa_terms, opts.sqa_reduction)
+        self.quantize_input = opts.quantize_input
         if self.reordering:
             # Light pointer layer predicting the AR permutation from z_q(H_m) alone.
             self.pointer_q = nn.Linear(cfg.embed_dim, cfg.embed_dim)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aeqa_model.data.dictionary import Dictionary
+from aeqa_model.models.options import ModelOptions, option
 from aeqa_model.models.transformer import Encoder, TokenEmbedding, TransformerConfig
 
 
@@ -68,14 +69,23 @@ def label_smoothed_ce(logits: torch.Tensor, target: torch.Tensor, epsilon: float
     return (loss * keep).sum() / count, (nll * keep).sum() / count
 
 
+@dataclass(frozen=True)
+class Seq2SeqOptions(ModelOptions):
+    """The options every model takes (models/options.py: how options are declared)."""
+
+    label_smoothing: float = option(0.1, "epsilon of the label-smoothed cross-entropy (label_smoothed_ce)",
+                                    schema={"minimum": 0, "maximum": 1})
+
+
 class Seq2SeqModel(nn.Module):
     """Base class: a tied embedding, an encoder, and ``losses(batch, update)``."""
 
     arch = "base"
     default_decoding = "argmax"
-    # Model options this class reads from its config entry (subclasses add theirs;
-    # models.check_options refuses anything no class in the MRO declares).
-    OPTIONS = ("label_smoothing",)
+    # The options this class reads from its config entry, with their defaults
+    # (a subclass's Options extends its base's; models.check_options refuses
+    # anything its Options does not declare).
+    Options = Seq2SeqOptions
     # Cheap decoding used for validation BLEU during training.
     validation_decoding = {"strategy": "argmax"}
 
@@ -84,7 +94,8 @@ class Seq2SeqModel(nn.Module):
         self.dictionary = dictionary
         self.cfg = cfg
         self.options = dict(options)
-        self.label_smoothing = float(options.get("label_smoothing", 0.1))
+        self.opts = self.Options.from_dict(options)
+        self.label_smoothing = self.opts.label_smoothing
         self.embed = TokenEmbedding(len(dictionary), cfg, dictionary.pad)
         self.encoder = Encoder(self.embed, cfg)
 

@@ -9,11 +9,14 @@ applies the CTC loss to every layer's prediction and averages.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from aeqa_model.models.base import LossTerm, masked_mean, pack_left
-from aeqa_model.models.nat import VanillaNAT
+from aeqa_model.models.nat import NATOptions, VanillaNAT
+from aeqa_model.models.options import option
 
 
 def ctc_collapse(tokens: torch.Tensor, valid: torch.Tensor, blank: int, pad: int) -> torch.Tensor:
@@ -26,14 +29,21 @@ def ctc_collapse(tokens: torch.Tensor, valid: torch.Tensor, blank: int, pad: int
     return pack_left(tokens, valid & tokens.ne(blank) & tokens.ne(previous), pad)
 
 
+@dataclass(frozen=True)
+class CTCOptions(NATOptions):
+    # read as int(); the config schema has always taken any number > 0
+    upsample: int = option(2, "the decoder runs on upsample * |X| positions", schema={"type": "number",
+                                                                                     "exclusiveMinimum": 0})
+
+
 class CTCNAT(VanillaNAT):
     arch = "ctc"
     default_decoding = "argmax"
-    OPTIONS = ("upsample",)
+    Options = CTCOptions
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)
-        self.upsample = int(options.get("upsample", 2))
+        self.upsample = self.opts.upsample
         if self.upsample < 1:
             raise ValueError(f"ctc upsample must be >= 1, got {self.upsample}")
         self.length = None  # no length predictor: it would be an unused (DDP-breaking) parameter

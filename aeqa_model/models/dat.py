@@ -23,13 +23,15 @@ positions are chosen, and their aligned vertices take the gold embedding.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from aeqa_model.models.base import LossTerm
 from aeqa_model.models.glancing import GlanceSchedule, choose_glance_positions, glance_counts, same_dropout
-from aeqa_model.models.nat import VanillaNAT
+from aeqa_model.models.nat import NATOptions, VanillaNAT
+from aeqa_model.models.options import option
 
 # A finite "minus infinity": keeps logsumexp and its gradient free of NaN when a
 # vertex is unreachable (exp underflows to exactly 0 all the same).
@@ -146,19 +148,32 @@ def scatter_to_vertices(path: torch.Tensor, chosen: torch.Tensor, size: int, val
     return mask[:, :size], out[:, :size]
 
 
+GRAPH_FACTOR_HELP = "L = graph_factor * |X| graph vertices (App. B; raised to the target length in training)"
+
+
+@dataclass(frozen=True)
+class DATOptions(NATOptions):
+    graph_factor: float = option(8, GRAPH_FACTOR_HELP, schema={"exclusiveMinimum": 0})
+    glancing_schedule: str = option("0.5:0.1@200k", 'the glancing ratio lambda on the best alignment: '
+                                    '"start:end@updates" (models.glancing.GlanceSchedule)')
+    dag_paths: str = option("anchored", "the paths of Eq. 22: anchored (start at vertex 0, end at L-1, as "
+                            "DA-Transformer's code) or all ascending vertex sets (docs/method.md #20)",
+                            choices=("anchored", "all"))
+
+
 class DATransformer(VanillaNAT):
     arch = "dat"
     default_decoding = "lookahead"
     validation_decoding = {"strategy": "lookahead"}
-    OPTIONS = ("graph_factor", "glancing_schedule", "dag_paths")
+    Options = DATOptions
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)
-        self.graph_factor = float(options.get("graph_factor", 8))
+        self.graph_factor = self.opts.graph_factor
         if self.graph_factor < 1:
             raise ValueError(f"{self.arch}: graph_factor must be >= 1, got {self.graph_factor}")
-        self.schedule = GlanceSchedule.parse(options.get("glancing_schedule", "0.5:0.1@200k"))
-        paths = options.get("dag_paths", "anchored")
+        self.schedule = GlanceSchedule.parse(self.opts.glancing_schedule)
+        paths = self.opts.dag_paths
         if paths not in ("anchored", "all"):
             raise ValueError(f"{self.arch}: dag_paths must be 'anchored' or 'all', got {paths!r}")
         self.anchored = paths == "anchored"

@@ -8,21 +8,31 @@ lambda follows ``glancing_schedule`` (``"0.5:0.3@300k"``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from aeqa_model.models.base import LossTerm
 from aeqa_model.models.glancing import GlanceSchedule, choose_glance_positions, glance_counts, same_dropout
-from aeqa_model.models.nat import VanillaNAT
+from aeqa_model.models.nat import NATOptions, VanillaNAT
+from aeqa_model.models.options import option
+
+
+@dataclass(frozen=True)
+class GLATOptions(NATOptions):
+    glancing_schedule: str = option("0.5:0.3@300k", 'the glancing ratio lambda: "start:end@updates", linear '
+                                    'from start to end over that many updates, then constant (or one number); '
+                                    "models.glancing.GlanceSchedule")
 
 
 class GLAT(VanillaNAT):
     arch = "glat"
     default_decoding = "argmax"
-    OPTIONS = ("glancing_schedule",)
+    Options = GLATOptions
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)
-        self.schedule = GlanceSchedule.parse(options.get("glancing_schedule", "0.5:0.3@300k"))
+        self.schedule = GlanceSchedule.parse(self.opts.glancing_schedule)
 
     def glance(self, inputs, tgt_mask, enc, enc_mask, target, update: int):
         """First pass + choice of glanced positions; returns (new inputs, glanced mask)."""

@@ -5,12 +5,15 @@ non-causal decoder; DSLP (layer-wise prediction) is an option of this class.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aeqa_model.models.base import LossTerm, Seq2SeqModel, label_smoothed_ce, masked_mean
+from aeqa_model.models.base import LossTerm, Seq2SeqModel, Seq2SeqOptions, label_smoothed_ce, masked_mean
 from aeqa_model.models.hostsync import avoid_sync
+from aeqa_model.models.options import option
 from aeqa_model.models.transformer import Decoder
 
 
@@ -49,19 +52,35 @@ class LengthPredictor(nn.Module):
         return classes - self.max_offset
 
 
+@dataclass(frozen=True)
+class NATOptions(Seq2SeqOptions):
+    """Options of every NAT (models/options.py: how options are declared)."""
+
+    max_length_offset: int = option(64, "length prediction classifies the offset |Y| - |X| in "
+                                    "[-max_length_offset, max_length_offset] (App. C.2)", schema={"minimum": 1})
+    length_loss_weight: float = option(0.1, "delta, the weight of the length loss L_LEN (Eq. 13)",
+                                       schema={"minimum": 0})
+    softcopy_tau: float = option(1.0, "tau, the softcopy temperature (Eq. 21)", schema={"exclusiveMinimum": 0})
+    decoder_input: str = option("softcopy", "decoder inputs H_m: softcopy of the encoder states (Eq. 21) or "
+                                "uniform copy", choices=("softcopy", "uniform"))
+    dslp: bool = option(False, "DSLP layer-wise prediction: every decoder layer predicts, the next layer "
+                        "reads W [h; emb(argmax)] (Huang et al. 2022a); the loss averages the layers'")
+
+
 class VanillaNAT(Seq2SeqModel):
     arch = "vanilla_nat"
     default_decoding = "argmax"
-    OPTIONS = ("max_length_offset", "length_loss_weight", "softcopy_tau", "decoder_input", "dslp")
+    Options = NATOptions
 
     def __init__(self, dictionary, cfg, options):
         super().__init__(dictionary, cfg, options)
+        opts = self.opts
         self.decoder = Decoder(cfg, causal=False)
-        self.length = LengthPredictor(cfg.embed_dim, int(options.get("max_length_offset", 64)))
-        self.length_weight = float(options.get("length_loss_weight", 0.1))   # delta, Eq. 13
-        self.softcopy_tau = float(options.get("softcopy_tau", 1.0))
-        self.copy = options.get("decoder_input", "softcopy")                 # softcopy | uniform
-        self.dslp = bool(options.get("dslp", False))
+        self.length = LengthPredictor(cfg.embed_dim, opts.max_length_offset)
+        self.length_weight = opts.length_loss_weight                          # delta, Eq. 13
+        self.softcopy_tau = opts.softcopy_tau
+        self.copy = opts.decoder_input                                        # softcopy | uniform
+        self.dslp = opts.dslp
         if self.dslp:
             # DSLP: next layer input = W [h; emb(argmax)] (Huang et al. 2022a)
             self.dslp_proj = nn.ModuleList(nn.Linear(2 * cfg.embed_dim, cfg.embed_dim)

@@ -6,11 +6,13 @@ L_SQA = L_ax + L_xy + L_ay (Eq. 7-10).
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from aeqa_model.models.base import LossTerm, masked_mean
+from aeqa_model.models.options import ModelOptions, option
 from aeqa_model.models.sqs import SemanticQuantizer
 
 SQA_TERMS = ("ax", "xy", "ay")
@@ -89,19 +91,40 @@ def sqa_terms(enc, enc_mask, q_x, q_y, y_mask, decoder_states, weight: float,
     return out
 
 
+@dataclass(frozen=True)
+class SQSOptions(ModelOptions):
+    """The options of an AEQA model's SQS and L_SQA (models/options.py: how options
+    are declared), and two that only the workflow reads: where the codebook starts."""
+
+    codebook_size: int = option(2048, "K, the number of codebook vectors of the SQS (Sec. 2.1; Table 6 sweeps it)",
+                                schema={"minimum": 1})
+    ema_decay: float = option(0.99, "decay of the SQS's EMA statistics (models.sqs.SemanticQuantizer; "
+                              "the codebook itself is updated by gradients in NAT training, docs/method.md #22)")
+    sqa_weight: float = option(0.25, "epsilon, the weight of each L_SQA term (Eq. 13)", schema={"minimum": 0})
+    codebook_reset: float = option(0.01, "re-seed codebook vectors used less than this share of the uniform "
+                                   "rate from current encoder states (docs/method.md #22); 0 = off",
+                                   schema={"minimum": 0})
+    target_dropout: bool = option(False, "the encoder pass over Y (H_y, Eq. 5) runs with dropout "
+                                  "(docs/method.md #23)")
+    sqs_init: str = option("pretrained", "start from the pretrain_sqs codebook (Sec. 2.4), or from a random one",
+                           choices=("pretrained", "random"), workflow=True)
+    sqs_align_updates: int | None = option(None, "a pre-alignment of this many updates of its own "
+                                           "(unset: pretrain_sqs.align_updates)",
+                                           schema={"type": "integer", "minimum": 1}, workflow=True)
+
+
 class SQSMixin:
-    """The SQS of an AEQA model and the options that shape it and L_SQA. A model calls
-    ``init_sqs`` right after its base class's ``__init__``; the trainer starts the
-    codebook from the pre-aligned one through ``load_pretrained_sqs``."""
+    """The SQS of an AEQA model and the options that shape it and L_SQA (SQSOptions,
+    part of the model's Options). A model calls ``init_sqs`` right after its base
+    class's ``__init__``; the trainer starts the codebook from the pre-aligned one
+    through ``load_pretrained_sqs``."""
 
-    OPTIONS = ("codebook_size", "ema_decay", "sqa_weight", "codebook_reset", "target_dropout")
-
-    def init_sqs(self, options: dict, dim: int) -> None:
-        self.sqs = SemanticQuantizer(int(options.get("codebook_size", 2048)), dim,
-                                     decay=float(options.get("ema_decay", 0.99)))
-        self.sqs.enable_reset(float(options.get("codebook_reset", 0.01)))
-        self.sqa_weight = float(options.get("sqa_weight", 0.25))            # epsilon, Eq. 13
-        self.target_dropout = bool(options.get("target_dropout", False))   # docs/method.md #23
+    def init_sqs(self, dim: int) -> None:
+        opts = self.opts
+        self.sqs = SemanticQuantizer(opts.codebook_size, dim, decay=opts.ema_decay)
+        self.sqs.enable_reset(opts.codebook_reset)
+        self.sqa_weight = opts.sqa_weight                                  # epsilon, Eq. 13
+        self.target_dropout = opts.target_dropout                          # docs/method.md #23
 
     def load_pretrained_sqs(self, path) -> None:
         self.sqs.load_pretrained(path)

@@ -35,7 +35,7 @@ from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.device import pick_device
 from aeqa_model.io import InputError, atomic_open
-from aeqa_model.models.base import LossTerm, total_loss
+from aeqa_model.models.base import LossTerm, Seq2SeqOptions, total_loss
 from aeqa_model.models.build import build_model, describe_nonfinite, model_payload, nonfinite_entries
 from aeqa_model.train.checkpoint import CheckpointManager, rng_restore, rng_snapshot, rng_state, setup_fingerprint
 from aeqa_model.train.schedule import inverse_sqrt_lr
@@ -115,7 +115,8 @@ class Trainer:
         self.setup = setup_fingerprint(model_spec, train_spec, seed)
         self.checkpoints = CheckpointManager(self.out_dir, self.setup, dictionary, train, valid,
                                              keep_last=int(train_spec.get("keep_last", 3)), rank=self.rank, log=log)
-        options = {"label_smoothing": train_spec.get("label_smoothing", 0.1), "max_updates": self.max_updates}
+        options = {"label_smoothing": train_spec.get("label_smoothing", Seq2SeqOptions.label_smoothing),
+                   "max_updates": self.max_updates}
         self.model = build_model(model_spec, dictionary, sizes, options).to(self.device)
         if sqs_init and hasattr(self.model, "load_pretrained_sqs"):
             self.model.load_pretrained_sqs(sqs_init)
