@@ -32,7 +32,7 @@ EVAL_ONLY = LAYOUT.eval_only
 TRAINABLE = [d for d in DATASETS if d not in EVAL_ONLY]
 MODELS = config["models"]
 DECODINGS = config["decodings"]
-TEACHER = config["distill"]["teacher"]
+TEACHER = LAYOUT.teacher
 
 
 wildcard_constraints:
