@@ -40,20 +40,30 @@ def _trainer(train_valid, dictionary, out, spec=SPEC):
     return Trainer(MODEL, spec, dictionary, train, valid, out, seed=7, device="cpu", sizes=SIZES, log=lambda *_: None)
 
 
+def interrupt_at(trainer: Trainer, update: int) -> Trainer:
+    """Make ``trainer`` receive SLURM's SIGUSR1 right after update ``update``: it then
+    checkpoints and returns RERUN_EXIT_CODE, an *interrupted* run that may be resumed."""
+    original_step = trainer.optimizer.step
+
+    def step_then_signal(*args, **kwargs):
+        result = original_step(*args, **kwargs)
+        if trainer.state.update == update - 1:  # the counter is incremented after step()
+            trainer.signals.received = 10
+        return result
+
+    trainer.optimizer.step = step_then_signal
+    return trainer
+
+
+def _interrupted_run(train_valid, dictionary, out, spec, at=2):
+    assert interrupt_at(_trainer(train_valid, dictionary, out, spec), at).train() == RERUN_EXIT_CODE
+
+
 def test_resume_is_bit_identical(train_valid, dictionary, tmp_path):
     full = _trainer(train_valid, dictionary, tmp_path / "full")
     assert full.train() == 0
 
-    interrupted = _trainer(train_valid, dictionary, tmp_path / "resumed")
-    original_step = interrupted.optimizer.step
-
-    def step_then_signal(*args, **kwargs):
-        result = original_step(*args, **kwargs)
-        if interrupted.state.update == 2:  # the counter is incremented after step(): this is update 3
-            interrupted.signals.received = 10
-        return result
-
-    interrupted.optimizer.step = step_then_signal
+    interrupted = interrupt_at(_trainer(train_valid, dictionary, tmp_path / "resumed"), 3)
     assert interrupted.train() == RERUN_EXIT_CODE
     assert interrupted.state.update == 3
     torch.manual_seed(12345)  # a fresh process has other RNG state: resume must restore it
@@ -119,16 +129,78 @@ def test_logged_loss_is_the_weighted_objective(train_valid, dictionary, tmp_path
 
 def test_changed_settings_train_from_scratch_and_keep_the_old_run(train_valid, dictionary, tmp_path):
     spec = dict(SPEC, max_updates=4, update_freq=1, validate_every=4, save_every=2)
-    assert _trainer(train_valid, dictionary, tmp_path / "run", spec).train() == 0
-    # A longer run with the same settings resumes where the first stopped ...
-    longer = _trainer(train_valid, dictionary, tmp_path / "run", dict(spec, max_updates=6))
-    assert longer.try_resume() and longer.state.update == 4
+    _interrupted_run(train_valid, dictionary, tmp_path / "run", spec)
+    # The interrupted run resumes under the same settings (and when only logging changes) ...
+    again = _trainer(train_valid, dictionary, tmp_path / "run", dict(spec, validate_every=1))
+    assert again.try_resume() and again.state.update == 2
     # ... a changed learning rate (a config edit, then --forcerun) starts over.
     changed = _trainer(train_valid, dictionary, tmp_path / "run", dict(spec, lr=2e-3))
     assert not changed.try_resume() and changed.state.update == 0
     stale = list((tmp_path / "run").glob("stale-*"))
     assert len(stale) == 1 and (stale[0] / "checkpoint_last.pt").exists() and (stale[0] / "train_log.csv").exists()
     assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
+
+
+def test_a_finished_run_is_never_resumed(train_valid, dictionary, tmp_path):
+    """A rerun of a finished job (--forcerun, or an edit of something the fingerprint does
+    not see) trains anew: it used to "resume" at max_updates and hand back the old weights."""
+    spec = dict(SPEC, max_updates=4, update_freq=1, validate_every=4, save_every=2)
+    first = _trainer(train_valid, dictionary, tmp_path / "run", spec)
+    assert first.train() == 0
+    first.checkpoints.mark_delivered(tmp_path / "run" / "model.pt", 4)  # as the cli does after writing it
+    messages = []
+    rerun = Trainer(MODEL, spec, dictionary, *train_valid, tmp_path / "run", seed=7, device="cpu", sizes=SIZES,
+                    log=messages.append)
+    assert rerun.train() == 0
+    assert not any("resumed from" in m for m in messages), messages
+    assert any("belongs to a finished run (update 4 of 4, its model written)" in m for m in messages), messages
+    import csv
+
+    with open(tmp_path / "run" / "train_log.csv", newline="") as handle:
+        assert [int(r["update"]) for r in csv.DictReader(handle)] == [1, 2, 3, 4]  # all four trained again
+    assert len(list((tmp_path / "run").glob("stale-*/checkpoint_last.pt"))) == 1
+
+
+def test_a_finished_run_killed_before_its_model_was_written_is_completed_not_retrained(train_valid, dictionary,
+                                                                                       tmp_path):
+    spec = dict(SPEC, max_updates=4, update_freq=1, validate_every=4, save_every=2)
+    assert _trainer(train_valid, dictionary, tmp_path / "run", spec).train() == 0  # no mark_delivered
+    again = _trainer(train_valid, dictionary, tmp_path / "run", spec)
+    assert again.try_resume() and again.state.update == 4
+
+
+def test_a_finished_checkpoint_without_the_flag_counts_as_finished(train_valid, dictionary, tmp_path):
+    """Checkpoints of an older version carry no ``finished`` flag: reaching their own
+    max_updates is what marks them finished."""
+    spec = dict(SPEC, max_updates=2, update_freq=1, validate_every=2, save_every=2)
+    assert _trainer(train_valid, dictionary, tmp_path / "run", spec).train() == 0
+    last = tmp_path / "run" / "checkpoint_last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    del ckpt["state"]["finished"]
+    torch.save(ckpt, last)
+    assert not _trainer(train_valid, dictionary, tmp_path / "run", spec).try_resume()
+
+
+@pytest.mark.parametrize("edit", ["lower", "raise"])
+def test_another_max_updates_is_another_run(train_valid, dictionary, tmp_path, edit):
+    """lambda and the glancing ratio anneal over max_updates: an interrupted run continued
+    with another max_updates would not be the run of either length."""
+    spec = dict(SPEC, max_updates=4, update_freq=1, validate_every=4, save_every=2)
+    _interrupted_run(train_valid, dictionary, tmp_path / "run", spec, at=3)
+    other = dict(spec, max_updates=2 if edit == "lower" else 6)
+    trainer = _trainer(train_valid, dictionary, tmp_path / "run", other)
+    assert not trainer.try_resume() and trainer.state.update == 0
+
+
+def test_a_size_edit_that_keeps_the_shapes_is_another_run(train_valid, dictionary, tmp_path):
+    """model_sizes.t.dropout changed: the weights fit, the run is not the same."""
+    spec = dict(SPEC, max_updates=4, update_freq=1, validate_every=4, save_every=2)
+    _interrupted_run(train_valid, dictionary, tmp_path / "run", spec)
+    train, valid = train_valid
+    sizes = {"t": dict(SIZES["t"], dropout=0.3)}
+    trainer = Trainer(MODEL, spec, dictionary, train, valid, tmp_path / "run", seed=7, device="cpu", sizes=sizes,
+                      log=lambda *_: None)
+    assert not trainer.try_resume() and trainer.state.update == 0
 
 
 def test_only_rank_zero_logs_progress_under_torchrun():
@@ -146,18 +218,18 @@ def test_only_rank_zero_logs_progress_under_torchrun():
 def test_a_checkpoint_from_before_data_fingerprints_is_checked_by_its_dictionary(train_valid, dictionary, tmp_path):
     """Checkpoints written before they carried a data fingerprint still resume (a run in
     progress survives the upgrade), unless their model payload names another dictionary."""
-    spec = dict(SPEC, max_updates=2, update_freq=1, validate_every=2, save_every=2)
-    assert _trainer(train_valid, dictionary, tmp_path / "run", spec).train() == 0
+    spec = dict(SPEC, max_updates=4, update_freq=1, validate_every=2, save_every=2)
+    _interrupted_run(train_valid, dictionary, tmp_path / "run", spec)
     last = tmp_path / "run" / "checkpoint_last.pt"
     ckpt = torch.load(last, weights_only=False)
     del ckpt["data"]
     torch.save(ckpt, last)
-    assert _trainer(train_valid, dictionary, tmp_path / "run", dict(spec, max_updates=4)).try_resume()
+    assert _trainer(train_valid, dictionary, tmp_path / "run", spec).try_resume()
     from aeqa_model.data.dictionary import Dictionary
 
     other = Dictionary(list(dictionary.symbols[6:]) + ["extra"])
     train, valid = train_valid
-    trainer = Trainer(MODEL, dict(spec, max_updates=4), other, train, valid, tmp_path / "run", seed=7, device="cpu",
+    trainer = Trainer(MODEL, spec, other, train, valid, tmp_path / "run", seed=7, device="cpu",
                       sizes=SIZES, log=lambda *_: None)
     assert not trainer.try_resume()  # not `size mismatch for embed.weight`
     assert list((tmp_path / "run").glob("stale-*/checkpoint_last.pt")) and not last.exists()
@@ -166,11 +238,11 @@ def test_a_checkpoint_from_before_data_fingerprints_is_checked_by_its_dictionary
 def test_a_checkpoint_that_does_not_fit_the_model_is_named(train_valid, dictionary, tmp_path):
     from aeqa_model.io import InputError
 
-    spec = dict(SPEC, max_updates=2, update_freq=1, validate_every=2, save_every=2)
-    assert _trainer(train_valid, dictionary, tmp_path / "run", spec).train() == 0
+    spec = dict(SPEC, max_updates=4, update_freq=1, validate_every=2, save_every=2)
+    _interrupted_run(train_valid, dictionary, tmp_path / "run", spec)
     last = tmp_path / "run" / "checkpoint_last.pt"
     ckpt = torch.load(last, weights_only=False)
     ckpt["model"]["state_dict"].pop(next(iter(ckpt["model"]["state_dict"])))  # e.g. a model class changed
     torch.save(ckpt, last)
     with pytest.raises(InputError, match=str(last)):
-        _trainer(train_valid, dictionary, tmp_path / "run", dict(spec, max_updates=4)).try_resume()
+        _trainer(train_valid, dictionary, tmp_path / "run", spec).try_resume()

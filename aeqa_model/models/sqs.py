@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from aeqa_model.io import InputError
 from aeqa_model.models.hostsync import avoid_sync
 
 
@@ -83,11 +84,19 @@ class SemanticQuantizer(nn.Module):
 
     def load_pretrained(self, path) -> None:
         """Start from the codebook of the pretrain_sqs stage (App. A.2)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        book = state["codebook"]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            book = state["codebook"]
+        except Exception as err:  # truncated, damaged or not a pretrain_sqs output
+            raise InputError(f"{path}: cannot read the pre-aligned SQS ({type(err).__name__}: "
+                             f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'}); "
+                             f"delete it and rerun pretrain_sqs (snakemake reruns it when it is missing)") from None
         if book.shape != self.codebook.shape:
             raise ValueError(f"{path}: codebook {tuple(book.shape)} does not match the model's "
                              f"{tuple(self.codebook.shape)}; pretrain_sqs K/width must equal the model's")
+        if not bool(torch.isfinite(book).all()):
+            raise InputError(f"{path}: the pre-aligned codebook holds NaN or Inf values (pre-alignment diverged); "
+                             f"fix the pretrain_sqs settings (e.g. a lower pretrain_sqs.lr) and rerun pretrain_sqs")
         with torch.no_grad():
             self.codebook.copy_(book)
             self.ema_sum.copy_(book)

@@ -74,15 +74,31 @@ def save_checkpoint(path: Path, payload: dict) -> None:
             raise cause from None
 
 
-# Training settings that only change when and how results are written, or how far a
-# run goes: a checkpoint stays resumable across edits of these.
-RESUMABLE_KEYS = {"max_updates", "validate_every", "save_every", "keep_last", "average_last",
+# Training settings that only change when and how results are written: an interrupted
+# run stays resumable across edits of these, since the weights of every update are the
+# same whatever they are. max_updates is not one of them: lambda and the glancing ratio
+# anneal over it (models' anneal_updates default), so a run of another length is
+# another run, and a run that reached its max_updates is never resumed at all.
+RESUMABLE_KEYS = {"validate_every", "save_every", "keep_last", "average_last",
                   "validate_bleu_sentences", "tensorboard", "max_consecutive_skips"}
 
 
-def setup_fingerprint(model_spec: dict, train_spec: dict, seed: int) -> str:
-    """Hash of everything that defines the run a checkpoint belongs to."""
-    settings = {"model": model_spec, "seed": seed,
+def file_digest(path) -> str:
+    """sha256 of one file's bytes (an input of a run such as the pre-aligned SQS)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def setup_fingerprint(model_spec: dict, train_spec: dict, seed: int, transformer: dict | None = None,
+                      inputs: dict | None = None) -> str:
+    """Hash of everything the weights of a run depend on, but the training data (that is
+    ``data_fingerprint``): the model entry, the resolved transformer size (``model_sizes``
+    entry or built-in; dropout included), the training settings but RESUMABLE_KEYS, the
+    seed, and ``inputs``, the digests of further input files (the SQS of ``--sqs-init``)."""
+    settings = {"model": model_spec, "seed": seed, "transformer": transformer or {}, "inputs": inputs or {},
                 "training": {k: v for k, v in train_spec.items() if k not in RESUMABLE_KEYS}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -202,6 +218,32 @@ class CheckpointManager:
                    if old.get(key) != self.data.get(key)]
         return f"other data (changed: {', '.join(changed)})" if changed else None
 
+    @property
+    def delivered_path(self) -> Path:
+        """Written once the final model of this run is on disk (``mark_delivered``)."""
+        return self.out_dir / "delivered.json"
+
+    def mark_delivered(self, model_path: Path, update: int) -> None:
+        """Record that the run's final model was written: from now on a rerun (a new job for
+        the same output, e.g. --forcerun) trains anew instead of resuming this finished run."""
+        if self.rank == 0:
+            with atomic_open(self.delivered_path) as handle:
+                json.dump({"model": str(model_path), "update": update, "setup": self.setup}, handle)
+
+    def _delivered(self, ckpt: dict) -> str | None:
+        """How the run that wrote ``ckpt`` ended, if it finished *and* delivered its model
+        (None: interrupted, or finished but killed before its model was written: then
+        resuming rebuilds the model from the checkpoints without training). Checkpoints
+        from before the ``finished`` flag count as delivered once they reached their own
+        max_updates."""
+        state = ckpt["state"]
+        total = int((ckpt.get("train_spec") or {}).get("max_updates", -1))
+        if "finished" in state:
+            done = state["finished"] and self.delivered_path.exists()
+        else:
+            done = total >= 0 and state["update"] >= total
+        return f"update {state['update']} of {total}, its model written" if done else None
+
     def _set_aside(self, ckpt: dict, log_path: Path) -> Path:
         """Move the old run's checkpoints and log into a fresh stale-<hash>/ directory."""
         key = json.dumps([ckpt.get("setup"), ckpt.get("data")], sort_keys=True, default=str)
@@ -211,7 +253,7 @@ class CheckpointManager:
             n += 1
             stale = self.out_dir / f"{base}-{n}"
         stale.mkdir(exist_ok=True)
-        for old in [*self.out_dir.glob("checkpoint_*.pt"), log_path]:
+        for old in [*self.out_dir.glob("checkpoint_*.pt"), log_path, self.delivered_path]:
             if old.exists():
                 os.replace(old, stale / old.name)
         return stale
@@ -223,6 +265,8 @@ class CheckpointManager:
         ``barrier`` synchronises the processes of a DDP run."""
         self._clean_stale_temporaries()
         if not self.last_path.exists():
+            if self.rank == 0:
+                self.delivered_path.unlink(missing_ok=True)  # of a run whose checkpoints were deleted
             return None
         try:
             ckpt = torch.load(self.last_path, map_location="cpu", weights_only=False)
@@ -237,14 +281,18 @@ class CheckpointManager:
                 f"Restore it from a backup, or delete it (and the other checkpoint_*.pt files in "
                 f"{self.out_dir}) to train from scratch") from None
         changed = self._what_changed(ckpt)
+        delivered = self._delivered(ckpt)
         barrier()  # every rank has read the checkpoint before rank 0 may move it
-        if changed is not None:
+        if changed is not None or delivered is not None:
             # The settings or the data changed since these checkpoints were written (a config
-            # edit, a re-prepared corpus, a new dictionary): train from scratch, keeping the
-            # old run's files aside rather than deleting them or resuming onto other data.
+            # edit, a re-prepared corpus, a new SQS), or the run they belong to finished and
+            # delivered its model (a rerun, e.g. --forcerun, asks for new weights, not the
+            # old ones again): train
+            # from scratch, keeping the old run's files aside rather than deleting them.
             if self.rank == 0:
                 stale = self._set_aside(ckpt, log_path)
-                self.log(f"{self.last_path}: written for {changed}; starting from scratch "
+                why = f"written for {changed}" if changed is not None else f"belongs to a finished run ({delivered})"
+                self.log(f"{self.last_path}: {why}; starting from scratch "
                          f"(the old checkpoints and log are kept in {stale})")
             barrier()
             return None

@@ -68,12 +68,12 @@ def main(argv=None) -> int:
         valid = ParallelCorpus(args.valid_src, args.valid_tgt, dictionary)
         if args.sqs_init and not Path(args.sqs_init).exists():
             raise InputError(f"{args.sqs_init}: SQS codebook not found; run pretrain_sqs first")
+        trainer = Trainer(model_spec, train_spec, dictionary, train, valid, args.out_dir, seed=args.seed,
+                          device=args.device, sizes=json.loads(args.sizes), sqs_init=args.sqs_init,
+                          log=logging.info)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    trainer = Trainer(model_spec, train_spec, dictionary, train, valid, args.out_dir, seed=args.seed,
-                      device=args.device, sizes=json.loads(args.sizes), sqs_init=args.sqs_init,
-                      log=logging.info)
     try:
         code = trainer.train()
         if code != 0:
@@ -96,6 +96,7 @@ def main(argv=None) -> int:
                                            config_sha256=args.config_sha256)
         payload["train_state"] = trainer.state.__dict__
         save_checkpoint(Path(args.output), payload)
+        trainer.checkpoints.mark_delivered(Path(args.output), trainer.state.update)
         logging.info("wrote %s (%d updates, best valid loss %.4f)", args.output, trainer.state.update,
                      trainer.state.best_valid)
     return 0

@@ -37,7 +37,8 @@ from aeqa_model.device import pick_device
 from aeqa_model.io import InputError, atomic_open
 from aeqa_model.models.base import LossTerm, Seq2SeqOptions, total_loss
 from aeqa_model.models.build import build_model, describe_nonfinite, model_payload, nonfinite_entries
-from aeqa_model.train.checkpoint import CheckpointManager, rng_restore, rng_snapshot, rng_state, setup_fingerprint
+from aeqa_model.train.checkpoint import (CheckpointManager, file_digest, rng_restore, rng_snapshot, rng_state,
+                                         setup_fingerprint)
 from aeqa_model.train.schedule import inverse_sqrt_lr
 
 RERUN_EXIT_CODE = 75  # EX_TEMPFAIL: "interrupted after a checkpoint, rerun me"
@@ -57,6 +58,7 @@ class TrainState:
     history: list = field(default_factory=list)
     skipped: int = 0           # updates skipped for a non-finite loss or gradient, in all
     nonfinite_streak: int = 0  # ... of them in a row, up to this update
+    finished: bool = False     # reached max_updates: never resumed, a rerun trains anew
 
 
 def seed_everything(seed: int) -> None:
@@ -112,14 +114,19 @@ class Trainer:
         seed_everything(seed)
         self.max_updates = int(train_spec["max_updates"])
         self.max_consecutive_skips = int(train_spec.get("max_consecutive_skips", MAX_CONSECUTIVE_SKIPS))
-        self.setup = setup_fingerprint(model_spec, train_spec, seed)
-        self.checkpoints = CheckpointManager(self.out_dir, self.setup, dictionary, train, valid,
-                                             keep_last=int(train_spec.get("keep_last", 3)), rank=self.rank, log=log)
         options = {"label_smoothing": train_spec.get("label_smoothing", Seq2SeqOptions.label_smoothing),
                    "max_updates": self.max_updates}
         self.model = build_model(model_spec, dictionary, sizes, options).to(self.device)
+        inputs = {}
         if sqs_init and hasattr(self.model, "load_pretrained_sqs"):
             self.model.load_pretrained_sqs(sqs_init)
+            inputs["sqs_init"] = file_digest(sqs_init)
+        # The run a checkpoint belongs to: the settings, the size the model was built with
+        # (not only the size's name) and the SQS it starts from.
+        self.setup = setup_fingerprint(model_spec, train_spec, seed, transformer=dict(self.model.cfg.__dict__),
+                                       inputs=inputs)
+        self.checkpoints = CheckpointManager(self.out_dir, self.setup, dictionary, train, valid,
+                                             keep_last=int(train_spec.get("keep_last", 3)), rank=self.rank, log=log)
         self.ddp = None
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
@@ -485,6 +492,7 @@ class Trainer:
             self.log(f"warning: the last {self.state.nonfinite_streak} updates were skipped for a non-finite loss "
                      f"or gradient; the final weights are those of update "
                      f"{self.state.update - self.state.nonfinite_streak}")
+        self.state.finished = True
         self.save("final")
         return 0
 

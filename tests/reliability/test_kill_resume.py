@@ -30,12 +30,13 @@ PRELOAD = ["torch", "torch._dynamo", "torch.optim", "aeqa_model.train.cli", "aeq
            "tests.reliability.train_driver"]
 
 
-def train(data: Path, out: Path, fault: str = "", model=MODEL, spec=SPEC, wait=True) -> Run:
-    argv = ["--model-spec", json.dumps(model), "--train-spec", json.dumps(spec), "--sizes", json.dumps(SIZES),
+def train(data: Path, out: Path, fault: str = "", model=MODEL, spec=SPEC, wait=True, sizes=SIZES,
+          extra: tuple = ()) -> Run:
+    argv = ["--model-spec", json.dumps(model), "--train-spec", json.dumps(spec), "--sizes", json.dumps(sizes),
             "--dict", str(data / "dict.txt"), "--train-src", str(data / "train.src"),
             "--train-tgt", str(data / "train.tgt"), "--valid-src", str(data / "valid.src"),
             "--valid-tgt", str(data / "valid.tgt"), "--out-dir", str(out), "--output", str(out / "model.pt"),
-            "--seed", "3", "--device", "cpu", "--threads", "1"]
+            "--seed", "3", "--device", "cpu", "--threads", "1", *extra]
     out.mkdir(parents=True, exist_ok=True)
     log = out.parent / f"{out.name}.{len(list(out.parent.glob(out.name + '.*.log')))}.log"
     process = forkserver(PRELOAD).Process(target=train_driver.run, args=(argv, fault, str(log)))

@@ -187,12 +187,12 @@ def test_a_checkpoint_with_nonfinite_weights_is_not_resumed(data, tmp_path, ledg
     """A checkpoint_last.pt with NaN weights (as the trainer used to write them): the
     rerun stops with an error naming it, instead of training on from NaN."""
     out = tmp_path / "run"
-    short = dict(SPEC, max_updates=4)
-    assert train(data, out, spec=short).returncode == 0
-    (out / "model.pt").unlink()  # what Snakemake does before a rerun
+    short = dict(SPEC, max_updates=8)
+    interrupted = train(data, out, spec=short, fault="signal_in_batch:4#1")  # SLURM's SIGTERM in update 4
+    assert interrupted.returncode == 75, interrupted.stderr
     _poison(out / "checkpoint_last.pt")
     ledger.protect(out / "checkpoint_last.pt")
-    run = train(data, out, spec=dict(short, max_updates=8))
+    run = train(data, out, spec=short)
     assert run.returncode == BAD_INPUT, run.stderr
     ledger.message(error_line(run), names=[out / "checkpoint_last.pt", "NaN or Inf"])
     assert not (out / "model.pt").exists()
