@@ -30,7 +30,7 @@ def test_straight_through_passes_gradient_to_encoder_states():
 
 def test_ema_update_matches_eq6_by_hand():
     gamma, eps = 0.9, 1e-5
-    q = SemanticQuantizer(4, 2, decay=gamma, epsilon=eps, dead_threshold=0.0)
+    q = SemanticQuantizer(4, 2, decay=gamma, epsilon=eps, dead_fraction=0.0)
     book = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
     q.codebook.data.copy_(book)
     q.ema_sum.copy_(book)
@@ -338,3 +338,155 @@ def test_unquantized_control_feeds_h_m_and_glances_h_y(dictionary, tiny_cfg, mon
     model.forward_inference(enc, enc_mask, lengths)
     h_m, _ = model.copy_inputs(enc, enc_mask, lengths)
     assert torch.allclose(seen[-1], h_m)
+
+
+# ------------------------------------------ issue 25: readings of Eq. 11 and the SQS --
+def _spy_decoder_inputs(model, monkeypatch) -> list:
+    seen = []
+    original = model.run_decoder
+
+    def spy(inputs, tgt_mask, enc, enc_mask, **kw):
+        seen.append(inputs.detach().clone())
+        return original(inputs, tgt_mask, enc, enc_mask, **kw)
+
+    monkeypatch.setattr(model, "run_decoder", spy)
+    return seen
+
+
+def test_reading_b_glances_each_positions_own_code_into_h_m(dictionary, tiny_cfg, monkeypatch):
+    """glance_into: continuous. Glancing off: the decoder reads H_m itself. lambda 1,
+    uniform: every real position takes z_q(h_j) of its own H_m vector, never a code
+    of the reference (reading A glances z_q(H_y))."""
+    batch = _batch(dictionary)
+    y_mask = batch.target.eq(dictionary.pad)
+    keep = ~y_mask
+    for glancing in ("none", "uniform"):
+        model = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, "glance_into": "continuous", "glancing": glancing,
+                                               "lambda_start": 1.0, "lambda_end": 1.0}).eval()
+        seen = _spy_decoder_inputs(model, monkeypatch)
+        model.losses(batch, 0)
+        enc, enc_mask = model.encode(batch.src)
+        h_m, _ = model.copy_inputs(enc, enc_mask, batch.target_lengths, batch.target.size(1))
+        own_codes = model.sqs.lookup(model.sqs.nearest(h_m))
+        expected = h_m if glancing == "none" else own_codes
+        assert torch.allclose(seen[-1][keep], expected[keep], atol=1e-5), glancing
+        h_y = model.encoder.forward_embedded(model.embed(batch.target), y_mask)
+        reference_codes = model.sqs.lookup(model.sqs.nearest(h_y))
+        assert not torch.allclose(seen[-1][keep], reference_codes[keep])
+
+
+def test_reading_b_quantizes_an_even_share_of_positions_at_inference(dictionary, tiny_cfg, monkeypatch):
+    """At inference floor(lambda * m) evenly spaced real positions read z_q(h_j), the rest
+    h_j, with no target anywhere; a decoding's lambda_inf overrides the model's share."""
+    model = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, "glance_into": "continuous"}).eval()
+    batch = _batch(dictionary)
+    enc, enc_mask = model.encode(batch.src)
+    lengths = torch.tensor([5, 7, 3, 1, 6, 4])[: batch.src.size(0)]
+    h_m, tgt_mask = model.copy_inputs(enc, enc_mask, lengths)
+    codes = model.sqs.lookup(model.sqs.nearest(h_m))
+    seen = _spy_decoder_inputs(model, monkeypatch)
+    for share, given in ((0.4, 0.0), (0.5, 0.5), (1.0, 1.0)):
+        seen.clear()
+        model.forward_inference(enc, enc_mask, lengths, lambda_inf=given)
+        inputs = seen[-1]
+        for b, m in enumerate(lengths.tolist()):
+            quantized = [i for i in range(m) if torch.allclose(inputs[b, i], codes[b, i])
+                         and not torch.allclose(inputs[b, i], h_m[b, i])]
+            kept = [i for i in range(m) if torch.allclose(inputs[b, i], h_m[b, i])]
+            assert len(quantized) == int(share * m + 1e-9) and len(quantized) + len(kept) == m, (share, m)
+            # evenly spaced: brute force of "position i is picked when floor((i+1)s) > floor(i s)"
+            assert quantized == [i for i in range(m) if int((i + 1) * share + 1e-9) > int(i * share + 1e-9)]
+
+
+def test_reading_b_trains_and_decodes_with_every_switch(dictionary, tiny_cfg):
+    from aeqa_model.decode import generate
+    from aeqa_model.models.base import total_loss
+
+    batch = _batch(dictionary)
+    for options in ({}, {"reordering": True}, {"codebook_update": "ema"}, {"glancing": "uniform"}):
+        model = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, "glance_into": "continuous", **options})
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        losses = []
+        for step in range(15):
+            loss = total_loss(model.losses(batch, step))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        assert losses[-1] < losses[0], options
+        model.eval()
+        for decoding in ({"strategy": "argmax"}, {"strategy": "aeqa_two_pass", "lambda_inf": 0.4}):
+            hyps = generate(model, batch.src, decoding)
+            assert len(hyps) == 6 and all(all(t >= 6 for t in h) for h in hyps)
+
+
+def test_codebook_update_ema_applies_eq6_to_the_source_states(dictionary, tiny_cfg):
+    """codebook_update: ema. After a training forward pass the codebook is Eq. 6's update
+    on the (non-padding) encoder states H_x and their codes, computed here by hand."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_cfg, dropout=0.0)      # H_x below is the H_x of losses()
+    model = AEQANAT(dictionary, cfg, {"codebook_size": 16, "codebook_update": "ema", "codebook_reset": 0.0,
+                                      "glancing": "none"})
+    model.train()
+    batch = _batch(dictionary)
+    book = model.sqs.codebook.detach().clone()
+    count, running = model.sqs.ema_count.clone(), model.sqs.ema_sum.clone()
+    enc, enc_mask = model.encode(batch.src)
+    idx = model.sqs.nearest(enc.detach())                 # the codes before the update
+    model.losses(batch, 0)
+    keep = ~enc_mask
+    gamma, eps, k = model.sqs.decay, model.sqs.epsilon, 16
+    counts = torch.zeros(k).index_add_(0, idx[keep], torch.ones(int(keep.sum())))
+    sums = torch.zeros(k, tiny_cfg.embed_dim).index_add_(0, idx[keep], enc.detach()[keep])
+    n = gamma * count + (1 - gamma) * counts
+    m = gamma * running + (1 - gamma) * sums
+    n_smoothed = (n + eps) / (n.sum() + k * eps) * n.sum()
+    assert not torch.allclose(model.sqs.codebook.detach(), book)
+    assert torch.allclose(model.sqs.codebook.detach(), m / n_smoothed[:, None], atol=1e-5)
+    # the default (gradient) leaves the codebook to the optimizer
+    plain = AEQANAT(dictionary, tiny_cfg, {"codebook_size": 16, "codebook_reset": 0.0, "glancing": "none"})
+    before = plain.sqs.codebook.detach().clone()
+    plain.train()
+    plain.losses(batch, 0)
+    assert torch.equal(plain.sqs.codebook.detach(), before)
+
+
+def test_ema_update_reseeds_codes_unused_within_a_pre_alignment():
+    """Pre-alignment (pretrain_sqs.align_updates 300): codes that no state chooses move
+    onto real states within the run. The old absolute threshold (ema_count < 1e-3,
+    from 1 at decay 0.99) needed ~688 updates, so it never fired."""
+    torch.manual_seed(0)
+    q = SemanticQuantizer(8, 2, decay=0.99)
+    with torch.no_grad():
+        q.codebook.copy_(torch.full((8, 2), 100.0))
+        q.codebook[0] = torch.zeros(2)                      # only code 0 is near the data
+        q.ema_sum.copy_(q.codebook)
+    for _ in range(30):
+        h = torch.randn(64, 2)
+        q.ema_update(h, q.nearest(h))
+    assert q.codebook.detach().abs().max() < 10, "codes far from every state were never re-seeded"
+    h = torch.randn(4096, 2)
+    assert len(q.nearest(h).unique()) >= 6                  # the re-seeded codes are used
+    # and a code the data keeps choosing is never moved by the re-seeding
+    q2 = SemanticQuantizer(2, 2, decay=0.99)
+    with torch.no_grad():
+        q2.codebook.copy_(torch.tensor([[0.0, 0.0], [0.0, 3.0]]))
+        q2.ema_sum.copy_(q2.codebook)
+    h = torch.cat([torch.randn(32, 2) * 0.01, torch.randn(32, 2) * 0.01 + torch.tensor([0.0, 3.0])])
+    for _ in range(20):
+        q2.ema_update(h, q2.nearest(h))
+    assert torch.allclose(q2.codebook.detach(), torch.tensor([[0.0, 0.0], [0.0, 3.0]]), atol=0.05)
+
+
+def test_masked_ema_update_equals_the_update_on_the_selected_rows():
+    """ema_update(h, idx, mask) over a padded batch is the update on the real rows alone."""
+    torch.manual_seed(1)
+    h = torch.randn(3, 5, 4)
+    mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2, [False] + [True] * 4])
+    a, b = SemanticQuantizer(6, 4, dead_fraction=0.0), SemanticQuantizer(6, 4, dead_fraction=0.0)
+    b.load_state_dict(a.state_dict())
+    a.ema_update(h, a.nearest(h), mask)
+    b.ema_update(h[~mask], b.nearest(h[~mask]))
+    assert torch.allclose(a.codebook, b.codebook, atol=1e-6) and torch.allclose(a.ema_count, b.ema_count)

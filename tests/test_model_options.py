@@ -21,7 +21,9 @@ PREVIOUS = {
     "dat": {**NAT, **DAT},
     "aeqa_nat": {**NAT, **SQS, "glancing": "adaptive", "lambda_start": 0.6, "lambda_end": 0.4,
                  "anneal_updates": 300000, "glance_loss": "all", "reordering": False,
-                 "sqa_terms": ("ax", "xy", "ay"), "sqa_reduction": "mean", "quantize_input": True},
+                 "sqa_terms": ("ax", "xy", "ay"), "sqa_reduction": "mean", "quantize_input": True,
+                 # issue 25's readings, added later; their defaults keep the behaviour above
+                 "glance_into": "codes", "lambda_inference": 0.4, "codebook_update": "gradient"},
     "aeqa_dat": {**NAT, **DAT, **SQS, "graph_factor": 3.0},
 }
 

@@ -80,6 +80,20 @@ class AEQANATOptions(SQSOptions, NATOptions):
                                 "widths) or sum (the literal squared norm, docs/method.md #6)", choices=SQA_REDUCTIONS)
     quantize_input: bool = option(True, "the decoder reads z_q(H_m) and glances z_q(H_y); false: H_m and H_y "
                                   "unquantized (the GLAT-like control, docs/method.md #24)")
+    glance_into: str = option("codes", "the reading of Eq. 11 (docs/method.md #25): codes (A: the decoder reads "
+                              "z_q(H_m) and glanced positions take z_q(H_y), codes of the reference) or continuous "
+                              "(B: the decoder reads H_m and glanced positions take their own z_q(h_j); at "
+                              "inference the share lambda_inference of positions is quantized, no target anywhere)",
+                              choices=("codes", "continuous"))
+    lambda_inference: float = option(0.4, "reading B (glance_into: continuous): the share of decoder positions "
+                                     "quantized at inference, evenly spaced (Sec. 3: 'a fixed value of 0.4 in "
+                                     "inference'); a decoding's lambda_inf > 0 overrides it (Table 3's sweep)",
+                                     schema={"minimum": 0, "maximum": 1})
+    codebook_update: str = option("gradient", "how the SQS moves in NAT training: gradient (Sec. 2.4's last "
+                                  "sentence: through Eq. 9 and the glanced codes) or ema (Eq. 6 on the source states "
+                                  "H_x after every forward pass, as in pre-alignment; it sets the codebook, so "
+                                  "gradient steps on it do not last; docs/method.md #27)",
+                                  choices=("gradient", "ema"))
 
 
 class AEQANAT(SQSMixin, VanillaNAT):
@@ -104,6 +118,8 @@ class AEQANAT(SQSMixin, VanillaNAT):
         # GLAT-like control: same losses, no quantization on the decoder's input).
         self.sqa_terms, self.sqa_reduction = check_sqa_options(opts.sqa_terms, opts.sqa_reduction)
         self.quantize_input = opts.quantize_input
+        self.glance_into, self.lambda_inference = opts.glance_into, opts.lambda_inference
+        self.codebook_update = opts.codebook_update
         if self.reordering:
             # Light pointer layer predicting the AR permutation from z_q(H_m) alone.
             self.pointer_q = nn.Linear(cfg.embed_dim, cfg.embed_dim)
@@ -132,8 +148,12 @@ class AEQANAT(SQSMixin, VanillaNAT):
         q_y = self.sqs(h_y, y_mask)                                                  # Eq. 5
         h_m, tgt_mask = self.copy_inputs(enc, enc_mask, tgt_lengths, self.target_width(target))  # softcopy
         q_m = self.sqs(h_m, tgt_mask)
-        inputs = q_m.straight if self.quantize_input else h_m
-        glance_vectors = q_y.codes if self.quantize_input else h_y
+        if not self.quantize_input:              # the GLAT-like control: nothing quantized
+            inputs, glance_vectors = h_m, h_y
+        elif self.glance_into == "codes":        # reading A: z_q(H_m), glancing the reference's codes
+            inputs, glance_vectors = q_m.straight, q_y.codes
+        else:                                    # reading B: H_m, glanced positions quantized in place
+            inputs, glance_vectors = h_m, q_m.straight
         terms: dict[str, LossTerm] = {}
 
         if self.reordering:                                                          # Eq. 14
@@ -141,6 +161,8 @@ class AEQANAT(SQSMixin, VanillaNAT):
             ptr = self.pointer_logits(q_m.codes.detach(), tgt_mask)
             terms["pointer"] = LossTerm(pointer_loss(ptr, perm, tgt_mask))
             inputs = self.gather_positions(inputs, perm)
+            if self.quantize_input and self.glance_into == "continuous":  # they follow the inputs' order
+                glance_vectors = self.gather_positions(glance_vectors, perm)
 
         glanced = torch.zeros_like(tgt_mask)
         ratio = self.glance_ratio(update)
@@ -161,17 +183,44 @@ class AEQANAT(SQSMixin, VanillaNAT):
         terms.update(sqa_terms(enc, enc_mask, q_x, q_y, y_mask, last, self.sqa_weight,
                                self.sqa_terms, self.sqa_reduction))
         terms["length"] = LossTerm(self.length_loss(enc, enc_mask, tgt_lengths), self.length_weight)
+        if self.codebook_update == "ema" and self.training:                         # Eq. 6 on H_x
+            # After every lookup of this pass, so that all of them saw one codebook. Dead
+            # codes are left to the training-time reset (codebook_reset), which moves
+            # their EMA statistics with them.
+            self.sqs.ema_update(enc.detach(), q_x.indices, enc_mask, reseed=False)
         return terms
 
     # ------------------------------------------------------------ inference --
     def decoder_vectors(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """What the decoder reads at inference for states ``h``: z_q(h) (Eq. 15), or h
-        itself under the unquantized control (``quantize_input: false``)."""
-        return self.sqs(h, mask).codes if self.quantize_input else h
+        """What the decoder reads at inference for states ``h``: z_q(h) (Eq. 15), h itself
+        under the unquantized control (``quantize_input: false``), or under reading B
+        (``glance_into: continuous``) h with the share lambda_inference quantized."""
+        if not self.quantize_input:
+            return h
+        if self.glance_into == "continuous":
+            return self.continuous_inputs(h, mask, self.lambda_inference)
+        return self.sqs(h, mask).codes
+
+    def continuous_inputs(self, h_m: torch.Tensor, tgt_mask: torch.Tensor, share: float) -> torch.Tensor:
+        """Reading B at inference: H_m with floor(share * m) evenly spaced positions
+        replaced by their codes z_q(h_j). Training draws the positions at random; here
+        they are fixed, so a sentence decodes the same in any batch."""
+        position = torch.arange(h_m.size(1), device=h_m.device, dtype=torch.float64)[None, :]
+        # position i is picked when floor((i+1) s) > floor(i s): floor(m s) of the first m
+        picked = (torch.floor((position + 1) * share) > torch.floor(position * share)) & ~tgt_mask
+        return torch.where(picked.unsqueeze(-1), self.sqs(h_m, tgt_mask).codes.to(h_m.dtype), h_m)
 
     @torch.no_grad()
     def forward_inference(self, enc, enc_mask, lengths, lambda_inf: float = 0.0, **_):
         h_m, tgt_mask = self.copy_inputs(enc, enc_mask, lengths)
+        if self.quantize_input and self.glance_into == "continuous":                # reading B: one pass
+            share = lambda_inf if lambda_inf > 0 else self.lambda_inference
+            inputs = self.continuous_inputs(h_m, tgt_mask, share) if share > 0 else h_m
+            if self.reordering:
+                perm = self.pointer_logits(self.sqs(h_m, tgt_mask).codes, tgt_mask).argmax(-1).masked_fill(tgt_mask, 0)
+                inputs = self.gather_positions(inputs, perm)
+            layer_logits, _ = self.run_decoder(inputs, tgt_mask, enc, enc_mask)
+            return self.pick(layer_logits[-1], tgt_mask)
         inputs = self.decoder_vectors(h_m, tgt_mask)
         if self.reordering:
             perm = self.pointer_logits(inputs, tgt_mask).argmax(-1).masked_fill(tgt_mask, 0)

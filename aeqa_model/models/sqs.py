@@ -43,10 +43,14 @@ class Quantized:
 
 class SemanticQuantizer(nn.Module):
     def __init__(self, num_codes: int, dim: int, decay: float = 0.99, epsilon: float = 1e-5,
-                 dead_threshold: float = 1e-3):
+                 dead_fraction: float = 0.01):
         super().__init__()
         self.num_codes, self.dim = num_codes, dim
-        self.decay, self.epsilon, self.dead_threshold = decay, epsilon, dead_threshold
+        # dead_fraction: ema_update re-seeds codes whose recent usage (decay 0.9) is below
+        # this share of an even share (0 = never). It used to be an absolute threshold of
+        # 1e-3 on ema_count, which starts at 1 and decays by `decay` per update: ~688
+        # updates before a code could count as dead, against 300 of pre-alignment.
+        self.decay, self.epsilon, self.dead_fraction = decay, epsilon, dead_fraction
         self.codebook = nn.Parameter(torch.randn(num_codes, dim) * dim ** -0.5)
         self.register_buffer("ema_count", torch.ones(num_codes))
         self.register_buffer("ema_sum", self.codebook.detach().clone())
@@ -156,12 +160,17 @@ class SemanticQuantizer(nn.Module):
         return torch.zeros(self.num_codes, device=flat.device).index_add_(0, flat, ones)
 
     @torch.no_grad()
-    def ema_update(self, h: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """Eq. 6 over the non-padding vectors of a batch (synchronized across ranks)."""
+    def ema_update(self, h: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor | None = None,
+                   reseed: bool = True) -> None:
+        """Eq. 6 over the non-padding vectors of a batch (synchronized across ranks), then,
+        with ``reseed``, the dead codes re-seeded (``dead_fraction``). Masked sums rather
+        than selected rows: no host-device synchronisation, so it can run inside a
+        training step."""
         keep = torch.ones_like(indices, dtype=torch.bool) if mask is None else ~mask
-        vecs, idx = h[keep].float(), indices[keep]
-        counts = torch.bincount(idx, minlength=self.num_codes).float()        # sum_i 1(z(h_i)=k)
-        sums = vecs.new_zeros(self.num_codes, self.dim).index_add_(0, idx, vecs)   # w_k
+        flat, idx = h.reshape(-1, self.dim).float(), indices.reshape(-1)
+        weight = keep.reshape(-1).float()
+        counts = torch.zeros(self.num_codes, device=h.device).index_add_(0, idx, weight)   # sum_i 1(z(h_i)=k)
+        sums = flat.new_zeros(self.num_codes, self.dim).index_add_(0, idx, flat * weight[:, None])   # w_k
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
             dist.all_reduce(sums)
@@ -171,7 +180,9 @@ class SemanticQuantizer(nn.Module):
         total = self.ema_count.sum()
         smoothed = (self.ema_count + self.epsilon) / (total + self.num_codes * self.epsilon) * total
         self.codebook.data.copy_(self.ema_sum / smoothed[:, None])
-        self._reseed_dead(vecs)
+        if reseed and self.dead_fraction > 0:
+            # counts are already summed over ranks: _reset_unused must not sum them again
+            self._reset_unused(flat, keep.reshape(-1), counts, fraction=self.dead_fraction, reduced=True)
 
     @staticmethod
     def _draw_states(vecs: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -185,19 +196,24 @@ class SemanticQuantizer(nn.Module):
 
     @torch.no_grad()
     def _reset_unused(self, flat: torch.Tensor, keep: torch.Tensor | None, counts: torch.Tensor,
-                      kept: torch.Tensor | None = None) -> None:
-        """The NAT's encoder starts untrained, so at first its states may all fall next
-        to one pre-aligned code, and the commitment term L_ax would keep them there
-        (codebook collapse). Codes that (almost) no state chooses move to random current
-        states; a used code is never touched.
+                      kept: torch.Tensor | None = None, fraction: float | None = None,
+                      reduced: bool = False) -> None:
+        """Codes that (almost) no state chose lately move to random current states; a
+        used code is never touched. In NAT training (``reset_fraction``) the NAT's
+        encoder starts untrained, so at first its states may all fall next to one
+        pre-aligned code, and the commitment term L_ax would keep them there (codebook
+        collapse); in pre-alignment (``ema_update``, ``dead_fraction``) these are
+        VQ-VAE's dead codes.
 
         ``flat`` (N, D) are this call's vectors and ``keep`` (N,) marks the non-padding
-        ones (None: all); ``kept``, when given, is ``flat[keep]`` already selected."""
-        if dist.is_available() and dist.is_initialized():
+        ones (None: all); ``kept``, when given, is ``flat[keep]`` already selected;
+        ``reduced``: ``counts`` are already summed over the DDP ranks."""
+        fraction = self.reset_fraction if fraction is None else fraction
+        if not reduced and dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
         self.recent_usage.mul_(self.reset_decay).add_(counts, alpha=1 - self.reset_decay)
         even_share = self.recent_usage.sum() / self.num_codes
-        unused = self.recent_usage < self.reset_fraction * even_share
+        unused = self.recent_usage < fraction * even_share
         if avoid_sync(flat):
             self._reset_on_device(flat, keep, unused, even_share)
             return
@@ -208,8 +224,24 @@ class SemanticQuantizer(nn.Module):
         if n_unused == 0 or len(vecs) == 0:
             return
         chosen = self._draw_states(vecs, n_unused, seed=int(self.usage.sum()) + n_unused)
-        self.codebook.data[unused] = chosen.to(self.codebook.dtype)
-        self.recent_usage[unused] = even_share
+        self._move_codes(unused, chosen, even_share)
+
+    def _move_codes(self, moved: torch.Tensor, chosen: torch.Tensor, even_share: torch.Tensor) -> None:
+        """Put the codes of the boolean mask ``moved`` at ``chosen`` (one row per moved
+        code, or K rows of which the moved ones are taken). Their EMA statistics move
+        with them, as if each had held an average count there, so that the next Eq. 6
+        update neither snaps them back nor declares them dead again at once."""
+        rows = chosen.to(self.codebook.dtype)
+        if rows.size(0) != self.num_codes:  # n_moved rows (CPU path): scatter them into place
+            full = self.codebook.data.clone()
+            full[moved] = rows
+            rows = full
+        average = self.ema_count.mean()
+        mask = moved[:, None]
+        self.codebook.data.copy_(torch.where(mask, rows, self.codebook.data))
+        self.ema_sum.copy_(torch.where(mask, rows.float() * average, self.ema_sum))
+        self.ema_count.copy_(torch.where(moved, average, self.ema_count))
+        self.recent_usage.copy_(torch.where(moved, even_share, self.recent_usage))
 
     def _reset_on_device(self, flat: torch.Tensor, keep: torch.Tensor | None, unused: torch.Tensor,
                          even_share: torch.Tensor) -> None:
@@ -227,21 +259,7 @@ class SemanticQuantizer(nn.Module):
         chosen = flat[rows].float() if flat.size(0) else flat.new_zeros(self.num_codes, self.dim).float()
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(chosen, src=0)                       # every rank moves its codes alike
-        unused = unused & (n_real > 0)
-        self.codebook.data.copy_(torch.where(unused[:, None], chosen.to(self.codebook.dtype), self.codebook.data))
-        self.recent_usage.copy_(torch.where(unused, even_share, self.recent_usage))
-
-    @torch.no_grad()
-    def _reseed_dead(self, vecs: torch.Tensor) -> None:
-        """Codes that no vector chose for a long time restart at random batch vectors."""
-        dead = self.ema_count < self.dead_threshold
-        n_dead = int(dead.sum())
-        if n_dead == 0 or len(vecs) == 0:
-            return
-        chosen = self._draw_states(vecs, n_dead, seed=int(self.ema_count.numel() + n_dead))
-        self.codebook.data[dead] = chosen.to(self.codebook.dtype)
-        self.ema_sum[dead] = chosen
-        self.ema_count[dead] = 1.0
+        self._move_codes(unused & (n_real > 0), chosen, even_share)
 
     def statistics(self) -> dict:
         """Codebook usage since the last reset: codes used and perplexity exp(H(p))."""

@@ -533,9 +533,8 @@ def align(encoder: nn.Module, encode: Callable, dim_in: int, pairs: list[tuple[l
         opt.zero_grad()
         loss.backward()
         opt.step()
-        with torch.no_grad():                                            # Eq. 6 on both languages
-            quantizer.ema_update(torch.cat([hx[~mx], hy[~my]]).detach(),
-                                 torch.cat([qx.indices[~mx], qy.indices[~my]]))
+        with torch.no_grad():                                            # Eq. 6: the source states H_x
+            quantizer.ema_update(hx.detach(), qx.indices, mx)
         stage.add(step + 1, lr, torch.stack([l_a, l_x, loss]))
         if (step + 1) % every == 0:
             stage.flush()
