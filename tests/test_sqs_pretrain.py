@@ -146,9 +146,10 @@ class _FakeModel:
 
 
 def test_mbart_encoder_path_runs_both_stages_and_resumes(corpus, tmp_path, monkeypatch):
-    """The mBART path with a stand-in for `transformers` (not installed here): the
-    encoder stage records the mBART directory (mBART needs no denoising), the align
-    stage trains with its checkpoint, and a SIGTERM-stopped run resumes to the same codebook."""
+    """The mBART path's logic with a stand-in for `transformers` (tests/test_mbart_real.py
+    runs it against the real library): the encoder stage records the mBART directory
+    (mBART needs no denoising), the align stage trains with its checkpoint, and a
+    SIGTERM-stopped run resumes to the same codebook."""
     import signal
     import types
 

@@ -90,7 +90,9 @@ def mbart_noise(ids: list[int], rng: np.random.Generator, mask_id: int, mask_rat
 
 
 def check_mbart_dir(path: str | Path) -> Path:
-    path = Path(path)
+    """The local mBART directory of ``pretrain_sqs.mbart_path`` (``~`` expanded, as the
+    start-up check aeqa_model.config.mbart_problems does), or an InputError naming what is missing."""
+    path = Path(path).expanduser()
     if not path.is_dir():
         raise InputError(f"pretrain_sqs.mbart_path={path}: directory not found; download "
                          "mbart-large-cc25 there or set pretrain_sqs.encoder: embedded")
