@@ -202,7 +202,8 @@ def gettext_catalogs(dataset: str, spec: Mapping, paths: Mapping[str, str], out_
 
 def _filter_split_write(dataset: str, pairs: list[tuple[str, str]], steps: list[dict], langs: Sequence[str],
                         out_dir: str | os.PathLike, *, max_words: int, valid_size: int, test_size: int,
-                        seed: int, what: str, log: Callable[[str], None]) -> dict[str, int]:
+                        seed: int, what: str, log: Callable[[str], None],
+                        train_size: int | None = None) -> dict[str, int]:
     """Filter (en, xx) pairs, dedup them, then shuffle and cut valid / test / train.
 
     Pairs are dropped, in this order and each counted, when either side is
@@ -210,7 +211,8 @@ def _filter_split_write(dataset: str, pairs: list[tuple[str, str]], steps: list[
     side has more than ``max_words`` whitespace-separated words. Dedup keeps the first occurrence, so the result depends only on the
     (deterministic) reading order; keeping one pair per English side means no
     test source also occurs in train. The survivors are sorted, shuffled with
-    ``seed`` and cut into ``valid_size`` / ``test_size`` / the rest for train,
+    ``seed`` and cut into ``valid_size`` / ``test_size`` / the rest for train (its
+    first ``train_size`` only, when given: a smaller run on the same data),
     written as ``{split}.{lang}`` (``en`` is column 0). Appends the counts to
     ``steps`` and returns the split sizes.
     """
@@ -241,7 +243,7 @@ def _filter_split_write(dataset: str, pairs: list[tuple[str, str]], steps: list[
     ordered = sorted(unique_source)
     random.Random(seed).shuffle(ordered)
     splits = {"valid": ordered[:valid_size], "test": ordered[valid_size:valid_size + test_size],
-              "train": ordered[valid_size + test_size:]}
+              "train": ordered[valid_size + test_size:][:train_size]}
     out_dir = Path(out_dir)
     for split, split_pairs in splits.items():
         for lang in langs:
@@ -379,6 +381,7 @@ def debian_descriptions(dataset: str, spec: Mapping, paths: Mapping[str, str], o
     seed = int(options.get("split_seed", 1))
     max_words = int(options.get("max_words", 80))
     sentence_split = bool(options.get("sentence_split", True))
+    train_size = int(options["train_size"]) if options.get("train_size") else None  # e.g. the GPU tier's rehearsal
     if len(spec["sources"]) != 2:
         raise InputError(f"dataset {dataset!r}: recipe debian_descriptions needs two sources, the "
                          f"Translation-en file then the Translation-{locale} file; got {list(spec['sources'])}")
@@ -413,7 +416,7 @@ def debian_descriptions(dataset: str, spec: Mapping, paths: Mapping[str, str], o
     pairs = [(_WS.sub(" ", s).strip(), _WS.sub(" ", t).strip()) for s, t in pairs]
     sizes = _filter_split_write(dataset, pairs, steps, langs, out_dir, max_words=max_words,
                                 valid_size=valid_size, test_size=test_size, seed=seed,
-                                what=f"locale {locale!r}", log=log)
+                                what=f"locale {locale!r}", log=log, train_size=train_size)
     return {"recipe": "debian_descriptions", "locale": locale, "other_lang": other,
             "sentence_split": sentence_split, "descriptions": {"en": len(english), locale: len(translated)},
             "filters": steps, "split_seed": seed, "splits": sizes}
