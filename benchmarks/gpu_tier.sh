@@ -52,6 +52,24 @@ phase() {  # phase NAME COMMAND...: run it, record its wall time and exit code, 
     return 0
 }
 left() { echo $(( deadline - ($(date +%s) - start) )); }
+until_deadline() {  # until_deadline SECONDS COMMAND...: in a process group of its own; at the deadline
+    # SIGTERM goes to every process of it (Snakemake and each job: training checkpoints, exits 75),
+    # SIGKILL 30 s later to what is left. Exit code 124 when the deadline was reached.
+    local limit=$1; shift
+    setsid "$@" & local pid=$! t0; t0=$(date +%s)
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ $(( $(date +%s) - t0 )) -ge "$limit" ]; then
+            echo "gpu_tier: deadline reached: SIGTERM to the DAG and its jobs" >&2
+            kill -TERM -- "-$pid" 2>/dev/null
+            for _ in $(seq 30); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 1; done
+            kill -KILL -- "-$pid" 2>/dev/null
+            wait "$pid"
+            return 124
+        fi
+        sleep 1
+    done
+    wait "$pid"
+}
 
 if [ "$rehearse" = 1 ]; then
     configs=(config/fidelity.yaml config/fidelity-gpu.yaml config/fidelity-gpu-rehearse.yaml)
@@ -92,10 +110,11 @@ else
     echo "gpu_tier: results/$run/data is missing: carry it (see the header of $0); nothing can be downloaded here" >&2
     printf 'data\t0\t2\n' >> "$phases"
 fi
-# 4. the DAG, the jobs sharing the GPUs; stopped (SIGTERM: checkpoints, exit 75) 45 s before the deadline
+# 4. the DAG, the jobs sharing the GPUs; stopped (SIGTERM: checkpoints, exit 75) 45 s before the deadline,
+#    which leaves 30 s for the jobs to checkpoint and the rest for the archive
 budget=$(( $(left) - 45 ))
 if [ "$budget" -gt 0 ] && ! grep -q $'^data\t[0-9]*\t[^0]' "$phases"; then
-    phase dag timeout --signal=TERM --kill-after=30 "$budget" "${smk[@]}" --resources "gpu=$(( ngpus * slots ))"
+    phase dag until_deadline "$budget" "${smk[@]}" --resources "gpu=$(( ngpus * slots ))"
 else
     printf 'dag\t0\tskipped\n' >> "$phases"
 fi
