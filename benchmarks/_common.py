@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: device description, synthetic batches, timers."""
+"""Shared helpers for the benchmarks: device description, synthetic batches, timers, FLOPs."""
 from __future__ import annotations
 
 import json
@@ -65,6 +65,39 @@ def timed(fn, device, repeat: int, warmup: int = 2) -> float:
         fn()
     sync(device)
     return (time.perf_counter() - start) / repeat
+
+
+#: Dense bf16 tensor-core peak TFLOP/s by device name (vendor data sheets; SXM
+#: parts unless the name says PCIe/NVL). The first key contained in the device
+#: name wins, so longer, more specific names come first. Unknown devices (and CPUs)
+#: get no share of peak: the TFLOP/s are printed alone.
+BF16_PEAK_TFLOPS = {
+    "H200": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "GH200": 989.0,
+    "A100": 312.0, "L40S": 362.0, "L40": 181.0, "A10G": 70.0, "A10": 125.0, "L4": 121.0,
+    "RTX 4090": 165.0, "RTX A6000": 155.0, "B200": 2250.0,
+}
+
+
+def bf16_peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in BF16_PEAK_TFLOPS.items() if key in name), None)
+
+
+def counted_flops(fn) -> int:
+    """FLOPs of one call of ``fn`` as torch's FlopCounterMode counts them: every
+    matrix product (linear layers, attention through SDPA or bmm, the output layer)
+    in the forward and the backward pass, 2 FLOPs per multiply-add; elementwise
+    work, softmax and the optimizer are not counted. That is the usual "model FLOPs"
+    of model FLOPs utilisation, counted on the real step, not estimated from a
+    per-architecture formula (glancing's second forward pass, CTC's upsampling and
+    the SQS search are in it as they run)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
 
 
 def report(name: str, rows: list[dict], info: dict) -> None:

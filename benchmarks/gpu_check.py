@@ -112,14 +112,21 @@ def summary(results: dict, device: str, quick: bool) -> list[str]:
         by_arch: dict[str, dict] = {}
         for row in res["rows"]:
             if "arch" in row and "config" in row:
-                by_arch.setdefault(row["arch"], {})[row["config"].split("/")[1]] = row.get("tokens_per_s",
-                                                                                        row.get("error"))
+                amp = row["config"].split("/")[1]
+                entry = by_arch.setdefault(row["arch"], {})
+                entry[amp] = row.get("tokens_per_s", row.get("error"))
+                entry[f"{amp} TFLOP/s"] = row.get("tflops_per_s")
+                if row.get("mfu_bf16_peak") is not None:
+                    entry[f"{amp} MFU"] = f"{100 * row['mfu_bf16_peak']:.1f}%"
             elif "speedup" in row:
                 by_arch.setdefault(row["arch"], {})["speedup"] = row["speedup"]
         tokens = next((r["target_tokens_per_batch"] for r in res["rows"] if "target_tokens_per_batch" in r), "?")
-        out += [f"## Training target tokens/s (train_throughput, {tokens} target tokens per batch)", ""]
-        out += table(["arch", "fp32", "bf16", "bf16 / fp32"],
-                     [[a, v.get("fp32"), v.get("bf16"), v.get("speedup")] for a, v in by_arch.items()]) + [""]
+        out += [f"## Training target tokens/s (train_throughput, {tokens} target tokens per batch)", "",
+                "TFLOP/s: the step's matrix-product FLOPs (forward + backward, counted by torch's FlopCounterMode) "
+                "per second; MFU: their share of the device's dense bf16 peak (blank for an unknown device).", ""]
+        out += table(["arch", "fp32 tok/s", "bf16 tok/s", "bf16 / fp32", "fp32 TFLOP/s", "bf16 TFLOP/s", "bf16 MFU"],
+                     [[a, v.get("fp32"), v.get("bf16"), v.get("speedup"), v.get("fp32 TFLOP/s"),
+                       v.get("bf16 TFLOP/s"), v.get("bf16 MFU")] for a, v in by_arch.items()]) + [""]
     res = results.get("aeqa_overhead")
     if res and res["rows"]:
         out += ["## AEQA-NAT overhead (aeqa_overhead, side by side)", ""]

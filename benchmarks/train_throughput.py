@@ -1,7 +1,10 @@
 """Training throughput (target tokens/s) per architecture, size and precision.
 
 Forward + backward + AdamW step on synthetic token batches, every
-configuration measured in alternating rounds in one run. By default: the AT
+configuration measured in alternating rounds in one run. Each row also gives the
+step's FLOPs as torch counts them (``_common.counted_flops``: the matrix products of
+the forward and backward pass), the achieved TFLOP/s, and on a GPU whose bf16 peak
+is known (``_common.BF16_PEAK_TFLOPS``) the share of that peak (MFU). By default: the AT
 model at demo and base size in fp32, and on a GPU also base in bf16 autocast.
 ``--arch all --sizes base --amp fp32,bf16`` measures every architecture
 (benchmarks/gpu_check.sh does); the fp32 and bf16 runs of one architecture
@@ -15,7 +18,8 @@ import argparse
 
 import torch
 
-from _common import SIZES, device_info, interleaved, report, synthetic_batch, synthetic_dictionary
+from _common import (SIZES, bf16_peak_tflops, counted_flops, device_info, interleaved, report, synthetic_batch,
+                     synthetic_dictionary)
 from aeqa_model.models import ARCHS
 from aeqa_model.models.base import total_loss
 from aeqa_model.models.build import build_model
@@ -49,7 +53,7 @@ def main() -> None:
     torch.manual_seed(0)
     d = synthetic_dictionary(args.vocab)
     batch = synthetic_batch(d, args.sentences, 15, 35).to(device)
-    fns, rows = {}, []
+    fns, rows, flops = {}, [], {}
     for arch in archs:
         models = {}
         for size, amp in variants(device, args.sizes.split(","), args.amp):
@@ -75,11 +79,16 @@ def main() -> None:
                 torch.cuda.empty_cache()
                 continue
             fns[name] = step
+            flops[name] = counted_flops(step)
     seconds = interleaved(fns, device, rounds=args.rounds, repeat=args.repeat)
     for name, sec in seconds.items():
         arch, config = name.split(" ")
+        tflops = flops[name] / sec / 1e12
+        peak = bf16_peak_tflops(device)
         rows.append({"config": config, "arch": arch, "target_tokens_per_batch": batch.ntokens,
-                     "tokens_per_s": round(batch.ntokens / sec, 1), "s_per_update": round(sec, 4)})
+                     "tokens_per_s": round(batch.ntokens / sec, 1), "s_per_update": round(sec, 4),
+                     "gflops_per_step": round(flops[name] / 1e9, 2), "tflops_per_s": round(tflops, 3),
+                     "mfu_bf16_peak": round(tflops / peak, 4) if peak else None})
     for name, sec in seconds.items():
         arch, config = name.split(" ")
         size, amp = config.split("/")

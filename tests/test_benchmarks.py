@@ -56,3 +56,29 @@ def test_gpu_check_quick_runs_every_step_on_cpu_and_prints_one_summary():
     assert "| aeqa_nat/glat |" in out
     sync_rows = out.split("## Host syncs")[1].split("## Steps")[0]
     assert "| aeqa_nat | yes | yes |" in sync_rows and "| glat | yes | yes |" in sync_rows
+
+
+def test_counted_flops_of_a_linear_training_step_by_hand():
+    """The FLOPs behind the TFLOP/s and MFU columns: one linear layer, forward and
+    backward, is 2 B I O (forward) + 4 B I O (gradients of the input and the weight)."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import BF16_PEAK_TFLOPS, bf16_peak_tflops, counted_flops
+
+    layer = torch.nn.Linear(16, 8, bias=False)
+    x = torch.randn(5, 16, requires_grad=True)
+    assert counted_flops(lambda: layer(x).sum().backward()) == 6 * 5 * 16 * 8
+    assert bf16_peak_tflops(torch.device("cpu")) is None                 # no share of peak on a CPU
+    assert list(BF16_PEAK_TFLOPS).index("H100 PCIe") < list(BF16_PEAK_TFLOPS).index("H100")
+
+
+def test_train_throughput_reports_flops_and_tflops_per_architecture():
+    info, *rows = run_benchmark("train_throughput.py", "--arch", "at,aeqa_nat", "--sizes", "demo", "--amp", "fp32",
+                                "--vocab", "300", "--sentences", "4", "--rounds", "1", "--repeat", "1")
+    measured = {row["arch"]: row for row in rows if "tokens_per_s" in row}
+    assert set(measured) == {"at", "aeqa_nat"}
+    for row in measured.values():
+        assert row["gflops_per_step"] > 0 and row["tflops_per_s"] > 0 and row["mfu_bf16_peak"] is None
+    # AEQA-NAT's step does more matrix products than the AT's (glancing's first pass, H_y, the SQS)
+    assert measured["aeqa_nat"]["gflops_per_step"] > measured["at"]["gflops_per_step"]
