@@ -39,6 +39,10 @@ SYNC_FREE = {
     "aeqa_nat_reordering": {"arch": "aeqa_nat", "codebook_size": 16, "reordering": True},
     "aeqa_nat_unglanced": {"arch": "aeqa_nat", "codebook_size": 16, "glance_loss": "unglanced",
                            "quantize_input": False},
+    # issue 25's readings: glancing into H_m (B), Eq. 6's EMA in NAT training
+    "aeqa_nat_reading_b": {"arch": "aeqa_nat", "codebook_size": 16, "glance_into": "continuous"},
+    "aeqa_nat_b_ema": {"arch": "aeqa_nat", "codebook_size": 16, "glance_into": "continuous",
+                       "codebook_update": "ema", "reordering": True},
 }
 
 
