@@ -37,6 +37,8 @@ STEP_MODELS = [
     ("aeqa_nat", {"arch": "aeqa_nat", "codebook_size": 256}),
     ("aeqa_nat_uniform", {"arch": "aeqa_nat", "codebook_size": 256, "glancing": "uniform"}),
     ("aeqa_nat_reordering", {"arch": "aeqa_nat", "codebook_size": 256, "reordering": True}),
+    ("aeqa_nat_reading_b_ema", {"arch": "aeqa_nat", "codebook_size": 256, "glance_into": "continuous",
+                                "codebook_update": "ema"}),
     ("aeqa_dat", {"arch": "aeqa_dat", "codebook_size": 256, "glancing_schedule": "0.5:0.1@1000"}),
 ]
 
