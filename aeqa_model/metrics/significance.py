@@ -11,8 +11,13 @@ Koehn 2004), run on the project's tokenized BLEU:
 3. ``d_s = |BLEU_sys,s - BLEU_base,s|``; centre them, ``d_s - mean(d)``;
 4. ``p = (#{s : d_s - mean(d) > |BLEU_sys - BLEU_base|} + 1) / (n_samples + 1)``.
 
-One deliberate difference: when system and baseline outputs are identical,
-``p = 1.0`` (sacrebleu would report its minimum ``1/(n_samples+1)``).
+One deliberate difference: when system and baseline have the same corpus
+score (identical outputs, or e.g. both at 0 BLEU), ``p = 1.0``. The statistic is
+the absolute difference, which is never below the observed 0, so nothing is
+evidence of a difference; sacrebleu's strict ``>`` against the centred
+resamples reports its minimum ``1/(n_samples+1)`` instead (all resamples 0: none
+exceeds 0), which reads as "significant" (issue 24: two systems at 0 BLEU got
+p = 0.0476 with 20 samples). Otherwise the p-value is sacrebleu's.
 
 It is computed here rather than through ``sacrebleu.significance.PairedTest``
 so that it can show a progress bar and take the seed as an argument instead
@@ -21,6 +26,7 @@ both give the same p-value.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +43,13 @@ def _ci(scores: np.ndarray) -> tuple[float, float]:
     lo = len(ordered) // 40
     hi = len(ordered) - lo - 1
     return float(ordered.mean()), float(0.5 * (ordered[hi] - ordered[lo]))
+
+
+def equal_scores(a: float, b: float) -> bool:
+    """Corpus BLEU scores that are the same number: equal sufficient statistics give the
+    identical float; the tolerance covers different statistics whose BLEU is equal but
+    rounds differently in the last bits."""
+    return math.isclose(a, b, rel_tol=0.0, abs_tol=1e-9)
 
 
 def paired_bootstrap(sys_hyps: Sequence[str], base_hyps: Sequence[str], refs: Sequence[str],
@@ -80,10 +93,9 @@ def paired_bootstrap(sys_hyps: Sequence[str], base_hyps: Sequence[str], refs: Se
     centred = diffs - diffs.mean()
     exceed = int(np.sum(centred > abs(sys_bleu - base_bleu)))
     p_value = (exceed + 1) / (n_samples + 1)
-    if list(sys_hyps) == list(base_hyps):
-        # Identical outputs (e.g. the baseline cell scored against itself):
-        # every resampled difference is 0 and sacrebleu's strict ">" would
-        # report its minimum p = 1/(n+1), which reads as "significant".
+    if equal_scores(sys_bleu, base_bleu):
+        # No difference observed (identical outputs, the baseline scored against
+        # itself, two systems at 0 BLEU): no evidence of one, whatever the resamples.
         p_value = 1.0
     sys_mean, sys_ci = _ci(sys_scores)
     base_mean, base_ci = _ci(base_scores)
