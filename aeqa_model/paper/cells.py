@@ -61,6 +61,9 @@ def load_metrics(paths: list[str]) -> list[Metrics]:
     """Read every metrics.json; the cell tuple comes from its ``cell`` block (path as fallback)."""
     out = []
     for p in paths:
+        if not Path(p).is_file():
+            raise InputError(f"{p}: metrics.json not found; run the workflow for this cell (snakemake {p}), "
+                             f"or leave it out of --metrics")
         doc = read_json(p)
         if not isinstance(doc, dict):
             raise InputError(f"{p}: metrics.json must hold a JSON object")

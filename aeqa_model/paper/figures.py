@@ -33,7 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 
 from aeqa_model.io import InputError  # noqa: E402
 from aeqa_model.paper.cells import CELL_KEYS, MetricsIndex, load_metrics  # noqa: E402
-from aeqa_model.paper.grid import explicit_decodings  # noqa: E402
+from aeqa_model.paper.grid import explicit_decodings, require_block_metrics  # noqa: E402
 from aeqa_model.paper.numbers import parse_paper_number  # noqa: E402
 from aeqa_model.paper.paperdata import load_figure, load_table  # noqa: E402
 from aeqa_model.paper.tables import DEMO_NOTICE  # noqa: E402
@@ -66,6 +66,7 @@ class FigureRenderer:
             raise InputError(f"spec of {target}: missing 'series'")
         self.metrics = load_metrics(metrics_paths)
         self.index = MetricsIndex(self.metrics, explicit_decodings(spec), spec.get("default_decodings"))
+        require_block_metrics(target, spec, self.index, metrics_paths)
         self.facts = load_figure(paper_dir, spec.get("paper_figure", target))
         self.missing: list[str] = []
         self.metric = spec.get("metric", "bleu_tok")

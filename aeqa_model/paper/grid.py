@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from aeqa_model.io import InputError
-from aeqa_model.paper.cells import CELL_KEYS
+from aeqa_model.paper.cells import CELL_KEYS, MetricsIndex
 
 BLOCK_KEYS = ("datasets", "directions", "data", "models", "decodings")
 TABLES = tuple(f"table{i}" for i in range(1, 8))
@@ -65,6 +65,26 @@ def expand_blocks(spec: dict) -> list[tuple[str, str, str, str, str]]:
         for cell in itertools.product(*(block[k] for k in BLOCK_KEYS)):
             seen.setdefault(tuple(cell), None)
     return list(seen)
+
+
+def require_block_metrics(target: str, spec: dict, index: MetricsIndex, metrics_paths: list[str]) -> None:
+    """Every cell the spec's blocks produce must come with its metrics.json: the workflow
+    passes each one, so one missing is a file lost or left out by hand, and its cells
+    used to read "not run in this config" (exit 0), which is what the layout's cells
+    that no block produces say. Blocks without all their keys cannot be expanded here
+    (the directions come from the run's config) and are not checked."""
+    blocks = [{**block, "decodings": block.get("decodings") or ["default"]} for block in spec.get("blocks", [])]
+    cells = expand_blocks({"blocks": [b for b in blocks if all(b.get(k) for k in BLOCK_KEYS)]})
+    missing = [cell for cell in cells if index.find(*cell) is None]
+    if not missing:
+        return
+    given = [Path(p) for p in metrics_paths if len(Path(p).parts) > 6 and Path(p).name == "metrics.json"]
+    root = f"{given[0].parents[5]}/" if given else ".../eval/"
+    shown = ", ".join(f"{root}{'/'.join(cell)}/metrics.json" for cell in missing[:3])
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    raise InputError(f"{target}: no metrics.json given for {len(missing)} cell(s) its blocks produce: {shown}{more} "
+                     f"(decoding 'default': the model's default decoding). Run the workflow for {target} (it "
+                     f"evaluates every cell and passes every file), or pass the missing files with --metrics")
 
 
 def metrics_path(run: str, cell: tuple[str, ...]) -> str:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from aeqa_model.io import InputError, atomic_open
 from aeqa_model.paper.cells import CELL_KEYS, NOT_RUN, MetricsIndex, Value, load_metrics
-from aeqa_model.paper.grid import explicit_decodings
+from aeqa_model.paper.grid import explicit_decodings, require_block_metrics
 from aeqa_model.paper.numbers import fmt2, full, parse_paper_number, to_decimal
 from aeqa_model.paper.paperdata import NOT_GIVEN, PaperTable, load_table
 
@@ -166,6 +166,7 @@ class TableRenderer:
         self.paper = load_table(paper_dir, spec.get("paper_table", target))
         self.metrics = load_metrics(metrics_paths)
         self.index = MetricsIndex(self.metrics, explicit_decodings(spec), spec.get("default_decodings"))
+        require_block_metrics(target, spec, self.index, metrics_paths)
         self.columns = spec["columns"]
         self.defaults = spec.get("defaults", {})
         for col in self.columns:
