@@ -64,9 +64,10 @@ class ParallelCorpus:
 
     def __init__(self, src_prefix: str | Path, tgt_prefix: str | Path, dictionary: Dictionary,
                  max_positions: int = 1024):
-        # Every token id must be an id of this dictionary (checked once, here).
-        self.src = IndexedCorpus(src_prefix, vocab_size=len(dictionary))
-        self.tgt = IndexedCorpus(tgt_prefix, vocab_size=len(dictionary))
+        # Every token id must be an id of this dictionary, and the data binarized with it
+        # (checked once, here).
+        self.src = IndexedCorpus(src_prefix, dictionary=dictionary)
+        self.tgt = IndexedCorpus(tgt_prefix, dictionary=dictionary)
         if len(self.src) != len(self.tgt):
             raise InputError(f"{src_prefix} has {len(self.src)} sentences but {tgt_prefix} has "
                              f"{len(self.tgt)}; rebuild both with the binarize rule")

@@ -1,6 +1,7 @@
 """Joint source/target dictionary with fixed special symbols (docs/formats.md)."""
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -22,6 +23,15 @@ class Dictionary:
             self.add(token, counts[i] if counts else 0)
 
     pad, bos, eos, unk, mask, blank = range(6)
+
+    #: The file it was loaded from (None: built in memory), for messages.
+    path: Path | None = None
+
+    @property
+    def ids_digest(self) -> str:
+        """sha256 of the symbols in id order: what the ids of data encoded with this
+        dictionary mean (the counts do not change that). Binarized data records it."""
+        return hashlib.sha256("\n".join(self.symbols).encode("utf-8")).hexdigest()
 
     def add(self, token: str, count: int = 0) -> int:
         if token in self.index:
@@ -78,4 +88,6 @@ class Dictionary:
                     raise InputError(f"{path}:{line_no}: expected 'token count', got {line!r}")
                 tokens.append(parts[0])
                 counts.append(int(parts[1]))
-        return cls(tokens, counts)
+        dictionary = cls(tokens, counts)
+        dictionary.path = path
+        return dictionary

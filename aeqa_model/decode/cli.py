@@ -20,9 +20,9 @@ from tqdm import tqdm
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
-from aeqa_model.decode import generate
+from aeqa_model.decode import check_decoding, generate
 from aeqa_model.device import pick_device
-from aeqa_model.io import InputError, write_json, write_lines
+from aeqa_model.io import InputError, os_error_message, write_json, write_lines
 from aeqa_model.models.build import load_model
 
 
@@ -148,10 +148,27 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        return run_decode(args)
+    except OSError as err:  # a full disk: one line naming the file (outputs are atomic), not a traceback
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        return 1
+
+
+def run_decode(args) -> int:
+    """Decode with the parsed flags; 0, or 2 for unusable input (the message says why)."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     try:
+        decoding = json.loads(args.decoding)
+        # Before any model is loaded: a bad option (beam 0, `four`) would otherwise end
+        # deep in the search with a TypeError or RuntimeError.
+        problems = check_decoding("<entry>", decoding) if isinstance(decoding, dict) else [
+            "it must be a JSON object with a strategy"]
+        if problems:
+            raise InputError(f"--decoding {args.decoding}: {'; '.join(problems)} (fix the decodings entry in the "
+                             f"config and rerun)")
         dictionary = Dictionary.load(args.dict)
         model = load_model(args.model, device)
         check_dictionary(model, args.model, dictionary, args.dict)
@@ -164,10 +181,12 @@ def main(argv=None) -> int:
             check_dictionary(reference, args.speed_reference, dictionary, args.dict)
         positions = min(m.cfg.max_positions for m in (model, teacher) if m is not None)
         corpus = ParallelCorpus(args.src_prefix, args.tgt_prefix, dictionary, max_positions=positions)
+    except json.JSONDecodeError as err:
+        print(f"error: --decoding: not valid JSON ({err}); it must be the decodings entry as JSON", file=sys.stderr)
+        return 2
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    decoding = json.loads(args.decoding)
     indices = shard_indices(len(corpus), args.shard, args.num_shards)
     # Over-long sources are cut to the model's positions, counted and logged (and recorded
     # in speed.json, which evaluate copies into metrics.json's provenance): a researcher

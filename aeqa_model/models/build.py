@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from aeqa_model.data.dictionary import Dictionary
-from aeqa_model.io import InputError
+from aeqa_model.io import InputError, checksum_problem
 from aeqa_model.models import check_options, model_class
 from aeqa_model.models.transformer import SIZES, TransformerConfig
 
@@ -30,6 +30,31 @@ def build_model(model_spec: dict, dictionary: Dictionary, sizes: dict | None = N
     cfg = transformer_config(model_spec, sizes)
     options = {**model_spec, **(extra_options or {})}
     return model_class(model_spec["arch"])(dictionary, cfg, options)
+
+
+# How a run's final model.pt is made from its checkpoints (training.final, average_last,
+# keep_last): declared here, below the trainer that applies them, so that the config's
+# start-up check (aeqa_model.config, which may not import the trainer) reads the same
+# defaults.
+FINAL_WEIGHTS_DEFAULTS = {"final": "average", "average_last": 1, "keep_last": 3}
+
+
+def final_weights_setting(train_spec: dict, key: str):
+    """``training.<key>`` of a run (final, average_last or keep_last), else its default."""
+    return train_spec.get(key, FINAL_WEIGHTS_DEFAULTS[key])
+
+
+def averaging_problem(train_spec: dict) -> str | None:
+    """Why the final weights could not be the average asked for (None: they can): only the
+    last ``keep_last`` periodic checkpoints are kept, so ``average_last`` above it used to
+    average fewer of them (``keep_last: 1``: the final weights alone) without a word."""
+    average_last = int(final_weights_setting(train_spec, "average_last"))
+    keep_last = int(final_weights_setting(train_spec, "keep_last"))
+    if final_weights_setting(train_spec, "final") != "average" or average_last <= keep_last:
+        return None
+    return (f"average_last {average_last} is larger than keep_last {keep_last}: only the last {keep_last} "
+            f"periodic checkpoints are kept, so the final model could not average {average_last}; set "
+            f"average_last <= keep_last (or raise keep_last)")
 
 
 def model_payload(model) -> dict:
@@ -66,6 +91,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: model checkpoint not found; run the train rule for it first")
+    # A damaged region (bytes zeroed, size unchanged) loads without a word: the CRC32s
+    # the file carries are compared first (decoding with such weights gives numbers).
+    damage = checksum_problem(path)
+    if damage:
+        raise InputError(f"{path}: {damage}; delete it and rerun its train rule (the run trains again)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated / corrupt files

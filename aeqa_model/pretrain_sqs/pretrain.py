@@ -49,11 +49,13 @@ from torch import nn
 from tqdm import tqdm
 
 from aeqa_model.device import pick_device
-from aeqa_model.io import InputError, atomic_open, read_lines, write_json
+from aeqa_model.io import (InputError, OutputError, atomic_open, checksum_problem, os_error_message, read_lines,
+                           write_json)
 from aeqa_model.models.base import masked_mean
+from aeqa_model.models.build import describe_nonfinite, nonfinite_entries
 from aeqa_model.models.sqs import SemanticQuantizer
 from aeqa_model.train.checkpoint import rng_state, save_checkpoint, set_rng_state
-from aeqa_model.train.trainer import RERUN_EXIT_CODE, SignalFlag, amp_dtype
+from aeqa_model.train.trainer import DIVERGED_EXIT_CODE, RERUN_EXIT_CODE, SignalFlag, TrainingDiverged, amp_dtype
 
 MBART_REQUIRED = ("config.json", "sentencepiece.bpe.model")
 DEFAULT_SAVE_EVERY = 1000   # pretrain_sqs.save_every
@@ -270,6 +272,9 @@ class StageCheckpoint:
         if not self.path.exists():
             return None
         try:
+            damage = checksum_problem(self.path)
+            if damage:
+                raise ValueError(damage)
             ckpt = torch.load(self.path, map_location="cpu", weights_only=False)
             if not isinstance(ckpt, dict):
                 raise ValueError(f"a {type(ckpt).__name__}, not a checkpoint")
@@ -339,8 +344,14 @@ class StageLog:
         self.pending.clear()
         self.rows.extend(new)
         if self.rt.main and self.csv_path is not None:
-            with open(self.csv_path, "a", newline="", encoding="utf-8") as handle:
-                csv.DictWriter(handle, fieldnames=self.fields).writerows(new)
+            try:
+                with open(self.csv_path, "a", newline="", encoding="utf-8") as handle:
+                    csv.DictWriter(handle, fieldnames=self.fields).writerows(new)
+            except OSError as err:  # a full disk: write() names no file
+                if err.filename is not None or err.errno is None:
+                    raise
+                raise OutputError(err.errno, f"{err.strerror} while appending to {self.csv_path}: free disk "
+                                             f"space and rerun (the stage resumes from its last checkpoint)") from err
         self.bar.set_postfix({k: f"{new[-1][k]:.4g}" for k in self.names}, refresh=False)
 
     def close(self) -> None:
@@ -592,6 +603,22 @@ def run(args: argparse.Namespace) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:  # nothing non-finite was written; the message names the settings
+        print(f"error: {err}", file=sys.stderr)
+        return DIVERGED_EXIT_CODE
+    except OSError as err:  # a full disk: one line naming the file, not a traceback
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        return 1
+
+
+def refuse_nonfinite(output, tensors: dict, stage: str, last_loss: str, fix: str, rule: str) -> None:
+    """Raise TrainingDiverged instead of writing ``output`` when ``tensors`` hold NaN or
+    Inf: a diverged pre-alignment used to write an all-NaN encoder.pt/sqs.pt with exit
+    0, and AEQA-NAT training then blamed its own settings."""
+    bad = nonfinite_entries(tensors)
+    if bad:
+        raise TrainingDiverged(f"{output}: not written: the {stage} diverged ({last_loss}; "
+                               f"{describe_nonfinite(bad, len(tensors))}). Set {fix} and rerun the {rule} rule")
 
 
 def encoder_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> int:
@@ -601,8 +628,7 @@ def encoder_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> 
         # mBART-large-cc25 is pre-trained already: the align stage loads it from mbart_path.
         path = check_mbart_dir(spec["mbart_path"])
         if rt.main:
-            with atomic_open(args.encoder_out, "wb") as handle:
-                torch.save({"encoder": "mbart", "mbart_path": str(path)}, handle)
+            save_checkpoint(Path(args.encoder_out), {"encoder": "mbart", "mbart_path": str(path)})
             write_json(args.stats, {"encoder": f"mbart:{path}", "updates": 0})
         return 0
     emb = spec["embedded"]
@@ -636,11 +662,12 @@ def encoder_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> 
                               args.seed, log, run)
     if losses is None:
         return RERUN_EXIT_CODE
+    refuse_nonfinite(args.encoder_out, encoder.state_dict(), "denoising", f"last loss {losses[-1]:.4g}",
+                     f"a lower pretrain_sqs.lr (now {spec['lr']})", "pretrain_sqs_encoder")
     if rt.main:
-        with atomic_open(args.encoder_out, "wb") as handle:
-            torch.save({"state_dict": encoder.to("cpu").state_dict(),
-                        "vocab_size": spm_model.get_piece_size(), "spec": emb, "spm": str(spm_path),
-                        "denoise_loss": losses}, handle)
+        save_checkpoint(Path(args.encoder_out), {"state_dict": encoder.to("cpu").state_dict(),
+                                                 "vocab_size": spm_model.get_piece_size(), "spec": emb,
+                                                 "spm": str(spm_path), "denoise_loss": losses})
         write_json(args.stats, {"denoise_loss_first": losses[0], "denoise_loss_last": float(np.mean(losses[-20:])),
                                 "updates": len(losses)})
     run.checkpoint.remove()
@@ -653,6 +680,9 @@ def load_encoder(path: Path) -> dict:
         raise InputError(f"{path}: denoised encoder not found; run the pretrain_sqs_encoder stage first "
                          f"(snakemake {path})")
     try:
+        damage = checksum_problem(path)
+        if damage:
+            raise ValueError(damage)
         payload = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(payload, dict):
             raise ValueError(f"a {type(payload).__name__}, not an encoder checkpoint")
@@ -740,12 +770,15 @@ def finish(quantizer, projection, history, args, encoder_name, run: StageRun | N
     rt = run.rt if run is not None else Runtime()
     if rt.world > 1:   # every rank counted its own share of the batches
         dist.all_reduce(quantizer.usage)
+    last = f"last L_AL {history[-1]['L_AL']:.4g}" if history else "no update logged"
+    refuse_nonfinite(args.out, {"codebook": quantizer.codebook, **projection.state_dict()}, "alignment", last,
+                     f"a lower pretrain_sqs.lr (now {json.loads(args.spec).get('lr')}) or pretrain_sqs.alpha",
+                     "pretrain_sqs")
     stats = quantizer.statistics()
     if rt.main:
-        with atomic_open(args.out, "wb") as handle:
-            torch.save({"codebook": quantizer.codebook.detach().cpu().clone(),
-                        "projection": projection.to("cpu").state_dict(),
-                        "encoder": encoder_name, "statistics": stats}, handle)
+        save_checkpoint(Path(args.out), {"codebook": quantizer.codebook.detach().cpu().clone(),
+                                         "projection": projection.to("cpu").state_dict(),
+                                         "encoder": encoder_name, "statistics": stats})
         write_json(args.stats, {"encoder": encoder_name, "codebook_size": args.codebook_size, "dim": args.dim,
                                 "usage": stats, "first": history[0] if history else None,
                                 "last": history[-1] if history else None,

@@ -21,8 +21,8 @@ import torch
 
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.dictionary import Dictionary
-from aeqa_model.io import InputError, atomic_open
-from aeqa_model.models.build import describe_nonfinite, model_payload, nonfinite_entries
+from aeqa_model.io import InputError, atomic_open, checksum_problem
+from aeqa_model.models.build import FINAL_WEIGHTS_DEFAULTS, describe_nonfinite, model_payload, nonfinite_entries
 
 
 def rng_state() -> dict:
@@ -269,6 +269,9 @@ class CheckpointManager:
                 self.delivered_path.unlink(missing_ok=True)  # of a run whose checkpoints were deleted
             return None
         try:
+            damage = checksum_problem(self.last_path)
+            if damage:
+                raise ValueError(damage)
             ckpt = torch.load(self.last_path, map_location="cpu", weights_only=False)
             missing = {"model", "optimizer", "scaler", "state", "rng"} - set(ckpt)
             if missing:
@@ -305,12 +308,16 @@ class CheckpointManager:
                 f"{self.out_dir} (or restore a good copy) and rerun to train from scratch")
         try:
             model.load_state_dict(state_dict)
-        except RuntimeError as err:  # e.g. a model class changed since the checkpoint was written
+        except RuntimeError as err:
+            # Settings, sizes (ffn_dim...) and data are in the fingerprint: a change of those
+            # started over above. What is left is the same run and another model code (a
+            # model class changed since the checkpoint was written).
             first = str(err).strip().splitlines()
             raise InputError(
-                f"{self.last_path}: does not fit the model built from the current settings and dictionary "
-                f"({' '.join(line.strip() for line in first[:3])}). Move it and the other checkpoint_*.pt "
-                f"files in {self.out_dir} aside (or delete them) and rerun to train from scratch") from None
+                f"{self.last_path}: written for the same settings and data, but it does not fit the model this "
+                f"version of the code builds from them ({' '.join(line.strip() for line in first[:3])}); the "
+                f"model's code changed since. Move it and the other checkpoint_*.pt files in {self.out_dir} aside "
+                f"(or delete them) and rerun to train from scratch, or resume with the code that wrote it") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         state = ckpt["state"]
@@ -320,6 +327,11 @@ class CheckpointManager:
 
     # ---------------------------------------------------------- final weights --
     def _load_finite(self, path: Path) -> dict:
+        """A checkpoint whose weights go into the final model: checksums first, then finite."""
+        damage = checksum_problem(path)
+        if damage:
+            raise InputError(f"{path}: {damage}. Restore it from a backup, or delete the checkpoint_*.pt files in "
+                             f"{self.out_dir} and rerun to train from scratch")
         payload = torch.load(path, map_location="cpu", weights_only=False)
         bad = nonfinite_entries(payload["model"]["state_dict"])
         if bad:
@@ -327,8 +339,8 @@ class CheckpointManager:
                              f"by a diverged run (before checkpoints were checked). Delete it and rerun")
         return payload
 
-    def final_model(self, model: torch.nn.Module, update: int, choice: str = "average",
-                    average_last: int = 1) -> dict:
+    def final_model(self, model: torch.nn.Module, update: int, choice: str = FINAL_WEIGHTS_DEFAULTS["final"],
+                    average_last: int = FINAL_WEIGHTS_DEFAULTS["average_last"]) -> dict:
         """The weights to decode with: ``best`` (lowest valid loss), ``last`` (``model``
         as it is, after ``update`` updates), or ``average`` of the last N periodic
         checkpoints (plus the final weights)."""
@@ -338,6 +350,10 @@ class CheckpointManager:
         if choice == "average" and average_last > 1:
             paths = sorted(self.out_dir.glob("checkpoint_[0-9]*.pt"), key=lambda p: int(p.stem.split("_")[1]))
             paths = [p for p in paths if int(p.stem.split("_")[1]) != update][-(average_last - 1):]
+            if len(paths) + 1 < average_last:  # e.g. max_updates / save_every below average_last
+                self.log(f"warning: average_last {average_last}, but only {len(paths)} periodic checkpoint(s) "
+                         f"besides the final weights are in {self.out_dir}: the final model averages "
+                         f"{len(paths) + 1} (save more often, save_every, to average more)")
             states = [self._load_finite(p)["model"]["state_dict"] for p in paths]
             states.append({k: v.detach().cpu() for k, v in payload["state_dict"].items()})
             averaged = {}

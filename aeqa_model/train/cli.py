@@ -3,7 +3,9 @@
 Exit code 0 when training finished and ``model.pt`` was written; 75 when it was
 interrupted by SIGUSR1/SIGTERM after writing a checkpoint (rerun to resume); 1 when
 training diverged (non-finite loss, gradients or weights; the message names the update
-and the checkpoint to resume from); 2 for unusable input (data, settings, checkpoints).
+and the checkpoint to resume from) or a file could not be written or read (a full disk:
+one line naming the file; the previous file is unchanged); 2 for unusable input (data,
+settings, checkpoints).
 """
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ import torch
 
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.dictionary import Dictionary
-from aeqa_model.io import InputError
-from aeqa_model.models.build import describe_nonfinite, nonfinite_entries
+from aeqa_model.io import InputError, os_error_message
+from aeqa_model.models.build import describe_nonfinite, final_weights_setting, nonfinite_entries
 from aeqa_model.provenance import provenance
 from aeqa_model.train.checkpoint import save_checkpoint
 from aeqa_model.train.trainer import DIVERGED_EXIT_CODE, Trainer, TrainingDiverged
+
+WRITE_FAILED_EXIT_CODE = 1  # a file could not be written or read (a full disk); rerun once fixed
 
 
 def parse_args(argv=None):
@@ -59,6 +63,16 @@ def configure_logging(rank: int) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     configure_logging(int(os.environ.get("RANK", "0")))
+    try:
+        return run_training(args)
+    except OSError as err:
+        # A full disk or an I/O error: one line naming the file and the way out (the
+        # outputs are atomic, so nothing half-written is left), not ~50 lines of traceback.
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        return WRITE_FAILED_EXIT_CODE
+
+
+def run_training(args) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     model_spec, train_spec = json.loads(args.model_spec), json.loads(args.train_spec)
@@ -79,7 +93,8 @@ def main(argv=None) -> int:
         if code != 0:
             return code
         if trainer.rank == 0:
-            payload = trainer.final_model(train_spec.get("final", "average"), int(train_spec.get("average_last", 1)))
+            payload = trainer.final_model(final_weights_setting(train_spec, "final"),
+                                          int(final_weights_setting(train_spec, "average_last")))
     except InputError as err:  # e.g. a damaged checkpoint_last.pt: say which and what to do
         print(f"error: {err}", file=sys.stderr)
         return 2

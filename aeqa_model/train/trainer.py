@@ -34,9 +34,10 @@ from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.device import pick_device
-from aeqa_model.io import InputError, atomic_open
+from aeqa_model.io import InputError, OutputError, atomic_open, checksum_problem
 from aeqa_model.models.base import LossTerm, Seq2SeqOptions, total_loss
-from aeqa_model.models.build import build_model, describe_nonfinite, model_payload, nonfinite_entries
+from aeqa_model.models.build import (FINAL_WEIGHTS_DEFAULTS, averaging_problem, build_model, describe_nonfinite,
+                                     final_weights_setting, model_payload, nonfinite_entries)
 from aeqa_model.train.checkpoint import (CheckpointManager, file_digest, rng_restore, rng_snapshot, rng_state,
                                          setup_fingerprint)
 from aeqa_model.train.schedule import inverse_sqrt_lr
@@ -113,20 +114,30 @@ class Trainer:
                 self.device = torch.device("cuda", local)
         seed_everything(seed)
         self.max_updates = int(train_spec["max_updates"])
+        problem = averaging_problem(train_spec)
+        if problem:  # the config's start-up check says the same; this is for a train cli run by hand
+            raise InputError(f"training: {problem}")
         self.max_consecutive_skips = int(train_spec.get("max_consecutive_skips", MAX_CONSECUTIVE_SKIPS))
         options = {"label_smoothing": train_spec.get("label_smoothing", Seq2SeqOptions.label_smoothing),
                    "max_updates": self.max_updates}
         self.model = build_model(model_spec, dictionary, sizes, options).to(self.device)
         inputs = {}
         if sqs_init and hasattr(self.model, "load_pretrained_sqs"):
-            self.model.load_pretrained_sqs(sqs_init)
+            damage = checksum_problem(sqs_init)  # a zeroed region would load as codes at the origin
+            if damage:
+                raise InputError(f"{sqs_init}: {damage}; delete it and rerun pretrain_sqs (snakemake reruns it "
+                                 f"when it is missing)")
+            try:
+                self.model.load_pretrained_sqs(sqs_init)
+            except ValueError as err:  # a codebook of another K or width: one line, not a traceback
+                raise InputError(str(err)) from None
             inputs["sqs_init"] = file_digest(sqs_init)
         # The run a checkpoint belongs to: the settings, the size the model was built with
         # (not only the size's name) and the SQS it starts from.
         self.setup = setup_fingerprint(model_spec, train_spec, seed, transformer=dict(self.model.cfg.__dict__),
                                        inputs=inputs)
         self.checkpoints = CheckpointManager(self.out_dir, self.setup, dictionary, train, valid,
-                                             keep_last=int(train_spec.get("keep_last", 3)), rank=self.rank, log=log)
+                                             keep_last=int(final_weights_setting(train_spec, "keep_last")), rank=self.rank, log=log)
         self.ddp = None
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
@@ -298,7 +309,7 @@ class Trainer:
         except OSError as err:
             if err.filename is not None or err.errno is None:
                 raise
-            raise OSError(err.errno, f"{err.strerror} while appending to {self.csv_path}; {self.last_path} is "
+            raise OutputError(err.errno, f"{err.strerror} while appending to {self.csv_path}; {self.last_path} is "
                                      f"unchanged: free disk space and rerun to resume from it") from err
         if self.tensorboard is not None:
             for key, value in row.items():
@@ -496,7 +507,8 @@ class Trainer:
         self.save("final")
         return 0
 
-    def final_model(self, choice: str = "average", average_last: int = 1) -> dict:
+    def final_model(self, choice: str = FINAL_WEIGHTS_DEFAULTS["final"],
+                    average_last: int = FINAL_WEIGHTS_DEFAULTS["average_last"]) -> dict:
         """The weights to decode with: ``best`` (lowest valid loss), ``last``, or ``average``
         of the last N periodic checkpoints (plus the final weights)."""
         return self.checkpoints.final_model(self.model, self.state.update, choice, average_last)

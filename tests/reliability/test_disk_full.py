@@ -81,7 +81,9 @@ def test_disk_full_during_checkpoint_keeps_the_previous_one(data, tmp_path, ledg
         assert torch.equal(a, b), name
 
 
-def test_disk_full_writing_the_final_model_keeps_the_old_one(data, tmp_path, ledger, monkeypatch):
+def test_disk_full_writing_the_final_model_keeps_the_old_one(data, tmp_path, ledger, monkeypatch, capsys):
+    """The command line ends in one line naming the file (issue 24: it was ~50 lines of
+    traceback before it), exit 1."""
     out = tmp_path / "run"
     argv = ["--model-spec", json.dumps(MODEL), "--train-spec", json.dumps(SPEC), "--sizes", json.dumps(SIZES),
             "--dict", str(data / "dict.txt"), "--train-src", str(data / "train.src"),
@@ -90,12 +92,77 @@ def test_disk_full_writing_the_final_model_keeps_the_old_one(data, tmp_path, led
             "--device", "cpu"]
     assert cli.main(argv) == 0
     ledger.protect(out / "model.pt")
+    capsys.readouterr()
     with disk_full(monkeypatch, "model.pt", budget=4096) as failed:
-        with pytest.raises(OSError) as err:
-            cli.main(argv)  # e.g. a --forcerun of the job, on a full disk
-    assert failed
-    assert_disk_full(err.value, out / "model.pt", ledger)
+        code = cli.main(argv)  # e.g. a --forcerun of the job, on a full disk
+    assert failed and code == cli.WRITE_FAILED_EXIT_CODE
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err and "No space left on device" in errors[0], err
+    ledger.message(errors[0], names=[out / "model.pt", "free disk space"])
     assert not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("stage", ["encoder", "align"])
+def test_disk_full_writing_a_pre_alignment_output_is_one_line(tmp_path, ledger, monkeypatch, capsys, stage):
+    """encoder.pt / sqs.pt on a full disk: torch.save's own error ("[enforce fail at
+    inline_container.cc] unexpected pos") under a traceback used to end the stage; now
+    one line naming the file, exit 1, and nothing under the output's name."""
+    from aeqa_model.pretrain_sqs import cli as sqs_cli
+    from tests.reliability.faultlib import write_text_corpus
+    from tests.reliability.test_sqs_resume import SPEC as SQS_SPEC
+
+    (tmp_path / "corpus").mkdir()
+    corpus = write_text_corpus(tmp_path / "corpus", 60)
+    out = tmp_path / "run"
+
+    def argv(stage):
+        args = ["--stage", stage, "--spec", json.dumps(dict(SQS_SPEC, save_every=100)), "--src-text",
+                str(corpus / "train.en"), "--tgt-text", str(corpus / "train.de"), "--encoder-out",
+                str(out / "encoder.pt"), "--seed", "1", "--threads", "1", "--device", "cpu"]
+        if stage == "encoder":
+            return args + ["--codebook-size", "0", "--dim", "0", "--out", "/dev/null",
+                           "--stats", str(out / "encoder_stats.json")]
+        return args + ["--codebook-size", "8", "--dim", "8", "--out", str(out / "sqs.pt"),
+                       "--stats", str(out / "stats.json")]
+
+    if stage == "align":
+        assert sqs_cli.main(argv("encoder")) == 0
+    target = out / ("encoder.pt" if stage == "encoder" else "sqs.pt")
+    capsys.readouterr()
+    with disk_full(monkeypatch, target.name, budget=512) as failed:
+        code = sqs_cli.main(argv(stage))
+    assert failed and code == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err and "enforce fail" not in err, err
+    ledger.message(errors[0], names=[target, "No space left on device", "free disk space"])
+    assert not target.exists() and not list(out.glob(".*.tmp"))
+
+
+def test_disk_full_writing_the_hypotheses_is_one_line(data, tmp_path, ledger, monkeypatch, capsys):
+    """decode (and distill, which runs it): one line naming the file, exit 1, no traceback."""
+    from aeqa_model.decode.cli import main as decode_main
+
+    out = tmp_path / "run"
+    assert cli.main(["--model-spec", json.dumps(MODEL), "--train-spec", json.dumps(dict(SPEC, max_updates=4)),
+                     "--sizes", json.dumps(SIZES), "--dict", str(data / "dict.txt"),
+                     "--train-src", str(data / "train.src"), "--train-tgt", str(data / "train.tgt"),
+                     "--valid-src", str(data / "valid.src"), "--valid-tgt", str(data / "valid.tgt"),
+                     "--out-dir", str(out), "--output", str(out / "model.pt"), "--device", "cpu"]) == 0
+    hyp = tmp_path / "hyp.tok"
+    capsys.readouterr()
+    with disk_full(monkeypatch, "hyp.tok", budget=10) as failed:
+        code = decode_main(["--model", str(out / "model.pt"), "--dict", str(data / "dict.txt"),
+                            "--src-prefix", str(data / "valid.src"), "--tgt-prefix", str(data / "valid.tgt"),
+                            "--decoding", '{"strategy": "argmax"}', "--tgt-lang", "de", "--out-tok", str(hyp),
+                            "--device", "cpu"])
+    assert failed and code == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    ledger.message(errors[0], names=[hyp, "free disk space"])
+    assert not hyp.exists()
 
 
 def _corpus(orig: Path) -> None:

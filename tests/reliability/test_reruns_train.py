@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.reliability.faultlib import sha256
-from tests.reliability.test_kill_resume import SIZES, SPEC, data, train  # noqa: F401 (data: fixture)
+from tests.reliability.test_kill_resume import KILLED, SIZES, SPEC, data, train  # noqa: F401 (data: fixture)
 
 pytestmark = pytest.mark.fault
 
@@ -67,6 +67,25 @@ def test_a_size_edit_that_keeps_the_shapes_trains_again(data, tmp_path, ledger):
     run = train(data, out, spec=SHORT, sizes={"t": dict(SIZES["t"], dropout=0.3)})
     assert_trained_anew(run, out, old, "written for other model/training settings")
     assert torch.load(out / "model.pt", weights_only=False)["transformer"]["dropout"] == 0.3
+
+
+def test_a_size_edit_that_changes_the_shapes_starts_a_new_run(data, tmp_path, ledger):
+    """model_sizes.t.ffn_dim 64 -> 128 under an *interrupted* run (issue 24, item 5): the
+    checkpoint of update 4 no longer fits, and before the size was in the fingerprint
+    the rerun stopped with exit 2 asking to move it aside (while the docs said a
+    settings change starts from scratch). It is a settings change like any other now."""
+    out = tmp_path / "run"
+    killed = train(data, out, "kill_at_update:6", spec=SHORT | {"max_updates": 8, "save_every": 4})
+    assert killed.returncode == KILLED
+    old = sha256(out / "checkpoint_last.pt")
+    run = train(data, out, spec=SHORT | {"max_updates": 8, "save_every": 4},
+                sizes={"t": dict(SIZES["t"], ffn_dim=128)})
+    assert run.returncode == 0, run.stderr
+    assert "written for other model/training settings" in run.stderr and "resumed from" not in run.stderr
+    assert updates_logged(out) == list(range(1, 9))
+    stale = [p for p in out.glob("stale-*") if p.is_dir()]
+    assert len(stale) == 1 and sha256(stale[0] / "checkpoint_last.pt") == old
+    assert torch.load(out / "model.pt", weights_only=False)["transformer"]["ffn_dim"] == 128
 
 
 def test_a_lower_max_updates_trains_a_shorter_run(data, tmp_path, ledger):
