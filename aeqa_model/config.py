@@ -29,6 +29,47 @@ SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 
 # ------------------------------------------------------------------ loading --
+def duplicate_keys(path: str | Path) -> list[str]:
+    """Every key given twice in one mapping of a YAML (or JSON) file, one line each with
+    its key path and lines. PyYAML (and Snakemake's --configfile loader, and json) keep
+    the last value without a word: `lr` written twice under `training:` trained with
+    whichever came last."""
+    path = Path(path)
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return []  # unreadable or not YAML: the loader that reads it reports that
+    problems: list[str] = []
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: keys it brings may be overridden
+                    continue
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+                name = f"{where}.{key}" if where else str(key)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    problems.append(f"{name}: given twice in {path} (lines {seen[key]} and {line}); delete one "
+                                    f"(the last value would silently win)")
+                else:
+                    seen[key] = line
+                walk(value_node, name)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, f"{where}[{i}]")
+
+    walk(root, "")
+    return problems
+
+
+def load_yaml(path: str | Path):
+    """A YAML file's content; a key given twice in one mapping is an error (duplicate_keys)."""
+    _invalid(duplicate_keys(path))
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
 def merge_paper_grid(cfg: dict, root: Path = ROOT) -> dict:
     """The table/figure grid lives in its own file (config key paper_grid); it may add
     sweep models and decodings, which join the base ones. Merges in place and returns
@@ -39,7 +80,7 @@ def merge_paper_grid(cfg: dict, root: Path = ROOT) -> dict:
     path = Path(grid_path) if Path(grid_path).is_absolute() else Path(root) / grid_path
     if not path.exists():
         raise ValueError(f"config key paper_grid: {path} does not exist")
-    grid = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    grid = load_yaml(path) or {}
     for section in ("models", "decodings"):
         if not isinstance(cfg.get(section, {}), dict):
             continue
@@ -73,16 +114,19 @@ def apply_model_defaults(cfg: dict) -> list[str]:
 def load_config(path: str | Path, root: Path | None = None) -> dict:
     """A config file as the workflow sees it (its paper grid merged in, model_defaults
     applied), without the checks of :func:`load` (scripts/gpu_hours.py)."""
-    cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    cfg = load_yaml(path)
     cfg = merge_paper_grid(cfg, root or ROOT)
     apply_model_defaults(cfg)
     return cfg
 
 
-def load(cfg: dict, root: Path = ROOT) -> dict:
-    """The workflow's start-up: merge the paper grid, check the schema (once), apply
-    model_defaults, check references and resources. Returns ``cfg`` (changed in place);
-    raises ValueError("invalid config ...") naming every problem."""
+def load(cfg: dict, root: Path = ROOT, config_files=()) -> dict:
+    """The workflow's start-up: refuse duplicate keys in the ``config_files`` Snakemake
+    read (``workflow.configfiles``: --configfile and the Snakefile's default; Snakemake's
+    own loader keeps the last of two values), merge the paper grid, check the schema
+    (once), apply model_defaults, check references, settings and resources. Returns
+    ``cfg`` (changed in place); raises ValueError("invalid config ...") naming every problem."""
+    _invalid([problem for path in config_files for problem in duplicate_keys(path)])
     cfg = merge_paper_grid(cfg, root)
     check_schema(cfg)
     problems = apply_model_defaults(cfg)
@@ -284,6 +328,13 @@ def check_references(cfg: dict, problems: list[str] = ()) -> None:
             for dec in block.get("decodings", ["default"]):
                 if dec != "default" and dec not in decodings:
                     errors.append(f"outputs.{out}.blocks[{i}].decodings: unknown decoding {dec!r}")
+    baseline = cfg["evaluate"].get("significance_baseline")
+    if baseline and baseline not in models:
+        # A typo used to pass: every metrics.json then said "no baseline given".
+        errors.append(f"evaluate.significance_baseline: unknown model {baseline!r}; set it to one of the models "
+                      f"({', '.join(sorted(models))}) or to null to leave the significance test out")
+    errors.extend(averaging_problems(cfg, trainable))
+    errors.extend(device_problems(cfg))
     errors.extend(mbart_problems(cfg["pretrain_sqs"]))
     for key in ("comet_model", "bleurt_checkpoint"):
         problem = check_checkpoint_setting(key, cfg["evaluate"].get(key))
@@ -299,6 +350,42 @@ def check_references(cfg: dict, problems: list[str] = ()) -> None:
             errors.append(f"sources.{name}.path: local file {src['path']} not found; "
                           + (src.get("instructions") or "fix the path, or set it to null until you have the file"))
     _invalid(errors)
+
+
+def averaging_problems(cfg: dict, trainable: list[str]) -> list[str]:
+    """training.average_last above training.keep_last, for any model on any dataset (the
+    settings a training job reads: training, overlaid by the dataset's and the model's)."""
+    from aeqa_model.models.build import averaging_problem
+
+    problems = {}
+    general = averaging_problem(cfg["training"])
+    if general:
+        problems[f"training: {general}"] = None
+    for dataset in trainable:
+        for model in cfg["models"]:
+            problem = averaging_problem(cluster.train_spec(cfg, model, dataset))
+            if problem and problem != general:
+                problems[f"training (of model {model} on dataset {dataset}, with its overrides): {problem}"] = None
+    return list(problems)
+
+
+def device_problems(cfg: dict) -> list[str]:
+    """``device: cuda`` where no job can get a GPU: this machine has none and no stage's
+    resources ask for one (with ``gpu:`` set, the jobs go to GPU nodes and the machine
+    that submits them may have none). Each job used to die on "Torch not compiled with
+    CUDA enabled", naming no key."""
+    if cfg.get("device") != "cuda":
+        return []
+    tables = [cfg.get("resources") or {}] + [ds.get("resources") or {} for ds in cfg["datasets"].values()]
+    if any(int((stage or {}).get("gpu", 0) or 0) > 0 for table in tables for stage in table.values()):
+        return []
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    return ["device: cuda, but torch sees no CUDA GPU on this machine and no stage's resources ask for one "
+            "(resources.<stage>.gpu); set device: auto (the GPU where there is one) or cpu, or give the GPU "
+            "stages gpu: 1 to run them on GPU nodes"]
 
 
 def mbart_problems(sqs: dict) -> list[str]:

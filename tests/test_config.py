@@ -171,3 +171,18 @@ def test_each_job_reads_only_its_settings():
     assert cluster.launcher("py", 0) == cluster.launcher("py", 1) == ["py"]
     assert cluster.launcher("py", 4)[1:3] == ["-m", "torch.distributed.run"]
     assert cluster.launcher("py", 4)[-1] == "4"
+
+
+def test_every_decoding_option_has_a_rule_and_every_rule_an_option():
+    from aeqa_model.decode import OPTION_RULES, STRATEGY_OPTIONS
+
+    assert set(OPTION_RULES) == {option for options in STRATEGY_OPTIONS.values() for option in options}
+
+
+def test_the_shipped_configs_pass_the_decoding_option_checks():
+    """Their types and ranges (issue 24; each bad value: tests/reliability/test_bad_settings.py)."""
+    from aeqa_model.decode import check_decoding
+
+    for path in [*sorted((ROOT / "config").glob("*.yaml")), *sorted((ROOT / "config/paper").glob("grid-*.yaml"))]:
+        for name, decoding in (yaml.safe_load(path.read_text(encoding="utf-8")).get("decodings") or {}).items():
+            assert check_decoding(name, decoding) == [], path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 
 import torch
 
@@ -39,16 +40,55 @@ STRATEGY_OPTIONS = {
     "viterbi": ("lenpen",),
 }
 
+# What each of those options must be (JSON type and range; the defaults are the
+# strategy functions' keyword defaults), checked at start-up with the config and
+# again by generate(): `beam: four` or `beam: 0` used to reach the search and end in
+# a TypeError or RuntimeError deep inside it.
+OPTION_RULES = {
+    "beam": {"type": "integer", "minimum": 1},
+    "lenpen": {"type": "number"},
+    "max_len_a": {"type": "number", "minimum": 0},
+    "max_len_b": {"type": "integer", "minimum": 0},
+    "length_beam": {"type": "integer", "minimum": 1},
+    "candidates": {"type": "integer", "minimum": 1},
+    "rerank": {"enum": ["teacher", "self"]},
+    "lambda_inf": {"type": "number", "minimum": 0, "maximum": 1},
+    "ratio": {"type": "number", "minimum": 0, "maximum": 1},
+    "seed": {"type": "integer", "minimum": 0},
+    "iterations": {"type": "integer", "minimum": 1},
+}
+
+
+def option_problem(key: str, value) -> str | None:
+    """Why ``value`` is not a valid value of decoding option ``key`` (None: it is)."""
+    rule = OPTION_RULES[key]
+    if "enum" in rule:
+        return None if value in rule["enum"] else f"{value!r}: it must be one of {', '.join(rule['enum'])}"
+    integer = isinstance(value, int) and not isinstance(value, bool)  # YAML's true is no beam size
+    kind = "an integer" if rule["type"] == "integer" else "a finite number"
+    bounds = [f"{sign} {rule[bound]}" for bound, sign in (("minimum", ">="), ("maximum", "<=")) if bound in rule]
+    wanted = f"{kind} {' and '.join(bounds)}" if bounds else kind
+    if not (integer or (rule["type"] == "number" and isinstance(value, float) and math.isfinite(value))):
+        return f"{value!r} is not {kind}; it must be {wanted}"
+    if not rule.get("minimum", value) <= value <= rule.get("maximum", value):
+        return f"{value!r} is out of range; it must be {wanted}"
+    return None
+
 
 def check_decoding(name: str, decoding: dict) -> list[str]:
     """Problems with the config entry ``decodings.<name>``, one line each (empty if none)."""
     strategy = decoding.get("strategy")
-    if strategy not in STRATEGIES:
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
         return [f"decodings.{name}.strategy: unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}"]
     allowed = STRATEGY_OPTIONS[strategy]
-    return [f"decodings.{name}.{key}: unknown option for strategy {strategy!r}; "
-            f"known: {', '.join(allowed) if allowed else '(none)'}"
-            for key in sorted(set(decoding) - {"strategy"} - set(allowed))]
+    problems = [f"decodings.{name}.{key}: unknown option for strategy {strategy!r}; "
+                f"known: {', '.join(allowed) if allowed else '(none)'}"
+                for key in sorted(set(decoding) - {"strategy"} - set(allowed))]
+    for key in allowed:
+        problem = option_problem(key, decoding[key]) if key in decoding else None
+        if problem:
+            problems.append(f"decodings.{name}.{key}: {problem}")
+    return problems
 
 
 def strategy_fn(name: str):

@@ -1,7 +1,9 @@
 """Bad configs through Snakemake (config/smoke.yaml with one mistake each): an unknown key,
 a wrong type, a negative size, a missing checkpoint path, an mBART directory without its
-tokenizer. Each fails at start-up, before any job runs, with an error naming the key (and
-the path) and saying what to do.
+tokenizer; and (issue 24) a decoding option of the wrong type or range, `device: cuda`
+without a GPU, an unknown significance baseline, `average_last` above `keep_last`, a key
+given twice in the YAML file. Each fails at start-up, before any job runs, with an error
+naming the key (and the path) and saying what to do.
 
 Every case is a separate `snakemake --dry-run` (a dry run executes no job, so an error
 there is a start-up error); they run two at a time in a module fixture."""
@@ -18,7 +20,8 @@ from tests.reliability.faultlib import ROOT, run_snakemake
 
 pytestmark = pytest.mark.fault
 
-SMOKE = yaml.safe_load((ROOT / "config/smoke.yaml").read_text(encoding="utf-8"))
+SMOKE_TEXT = (ROOT / "config/smoke.yaml").read_text(encoding="utf-8")
+SMOKE = yaml.safe_load(SMOKE_TEXT)
 
 
 def set_key(cfg: dict, dotted: str, value) -> dict:
@@ -94,6 +97,37 @@ CASES = {
 }
 
 
+def twice(text: str, line: str, other: str) -> str:
+    """The config's text with ``other`` written right after the first ``line`` (same mapping)."""
+    assert line in text
+    indent = line[:len(line) - len(line.lstrip())]
+    return text.replace(line, f"{line}{indent}{other}\n", 1)
+
+
+#: Cases (issue 24) that fail only where torch sees no CUDA GPU.
+NEEDS_NO_GPU = {"device=cuda-without-a-gpu"}
+
+CASES.update({
+    # decoding options: type and range (every option's rule: test_bad_settings.py)
+    "decodings.beam4.beam=four": (lambda d: set_key(SMOKE, "decodings.beam4.beam", "four"),
+                                  ["decodings.beam4.beam", "four"], "not an integer"),
+    "decodings.beam4.beam=0": (lambda d: set_key(SMOKE, "decodings.beam4.beam", 0),
+                               ["decodings.beam4.beam"], "out of range"),
+    "decodings.argmax.length_beam=0": (lambda d: set_key(SMOKE, "decodings.argmax.length_beam", 0),
+                                       ["decodings.argmax.length_beam"], "out of range"),
+    # settings that name something that is not there
+    "device=cuda-without-a-gpu": (lambda d: set_key(SMOKE, "device", "cuda"), ["device"], "no CUDA GPU"),
+    "significance_baseline-typo": (lambda d: set_key(SMOKE, "evaluate.significance_baseline", "vanila_nat"),
+                                   ["evaluate.significance_baseline", "vanila_nat"], "unknown model"),
+    # settings that contradict each other
+    "average_last>keep_last": (lambda d: set_key(set_key(SMOKE, "training.keep_last", 1), "training.average_last", 5),
+                               ["average_last", "keep_last"], "larger than"),
+    # a key written twice: PyYAML and Snakemake keep the last value without a word
+    "training.lr-twice": (lambda d: twice(SMOKE_TEXT, "  lr: 3.0e-3\n", "lr: 3.0e-1"),
+                          ["training.lr", "bad.yaml"], "given twice"),
+})
+
+
 def bad_config_outcomes(tmp_path_factory, snakemake=run_snakemake, workers: int = 2) -> dict:
     """case id -> (directory, return code, output, whether results/ was created): each
     case's `snakemake --dry-run`, ``workers`` at a time.
@@ -107,7 +141,8 @@ def bad_config_outcomes(tmp_path_factory, snakemake=run_snakemake, workers: int 
     for case, (make, _, _) in CASES.items():
         d = tmp_path_factory.mktemp(case.replace("=", "_").replace(".", "_"))
         config = d / "bad.yaml"
-        config.write_text(yaml.safe_dump(make(d), sort_keys=False), encoding="utf-8")
+        made = make(d)  # a config, or (a key given twice) the text of one
+        config.write_text(made if isinstance(made, str) else yaml.safe_dump(made, sort_keys=False), encoding="utf-8")
         prepared[case] = (d, config)
 
     def run(item):
@@ -127,6 +162,11 @@ def outcomes(tmp_path_factory):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_config_fails_at_start_up_naming_the_key(outcomes, ledger, case):
+    if case in NEEDS_NO_GPU:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("torch sees a CUDA GPU here: device: cuda is valid")
     d, code, output, results_created = outcomes[case]
     _, names, says = CASES[case]
     assert code != 0, output[-3000:]

@@ -20,7 +20,9 @@ ROOT = Path(workflow.basedir).parent
 
 # Paper grid merged, schema, model_defaults, references and resources checked:
 # every problem fails here, before any job (aeqa_model/config.py).
-config = aeqa_model.config.load(config, ROOT)
+# workflow.configfiles: the files Snakemake read (--configfile, or the default), checked
+# for keys given twice, which Snakemake's loader resolves silently to the last value.
+config = aeqa_model.config.load(config, ROOT, config_files=workflow.configfiles)
 
 RUN = config["run_name"]
 LAYOUT = RunLayout(config)  # where every file of the run lives (aeqa_model/layout.py)
