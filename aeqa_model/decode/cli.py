@@ -161,6 +161,10 @@ def run_decode(args) -> int:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     try:
+        if device.type == "cuda" and not torch.cuda.is_available():
+            # A GPU job on a node without one (the start-up check trusts `gpu:` resources).
+            raise InputError(f"--device {args.device} (the config's device): torch sees no CUDA GPU on this "
+                             f"machine; set device: auto or cpu, or run the job on a GPU node")
         decoding = json.loads(args.decoding)
         # Before any model is loaded: a bad option (beam 0, `four`) would otherwise end
         # deep in the search with a TypeError or RuntimeError.

@@ -105,6 +105,10 @@ class Trainer:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = pick_device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            # A GPU job on a node without one (the start-up check trusts `gpu:` resources).
+            raise InputError(f"--device {device} (the config's device): torch sees no CUDA GPU on this machine; "
+                             f"set device: auto or cpu, or run the job on a GPU node")
         if self.world > 1 and not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(backend)

@@ -116,3 +116,26 @@ def test_duplicate_keys_are_named_with_their_path_and_lines(tmp_path, ledger):
     path.write_text("base: &b {lr: 1, seed: 2}\ntraining:\n  <<: *b\n  lr: 3\n", encoding="utf-8")
     assert aeqa_config.duplicate_keys(path) == []
     assert aeqa_config.load_yaml(path)["training"] == {"lr": 3, "seed": 2}
+
+
+@pytest.mark.parametrize("program", ["train", "decode"])
+def test_a_gpu_job_on_a_machine_without_a_gpu_is_one_line(data, tmp_path, ledger, capsys, program):
+    """`device: cuda` passes start-up where stages ask for GPUs (a cluster); a job that
+    still lands on a node without one used to die on "Torch not compiled with CUDA
+    enabled" under a traceback, naming no setting."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a CUDA GPU here")
+    if program == "train":
+        run = train(data, tmp_path / "run", extra=("--device", "cuda"))
+        code, err = run.returncode, run.stderr
+    else:
+        code = decode_main(["--model", str(tmp_path / "model.pt"), "--dict", str(data / "dict.txt"),
+                            "--src-prefix", str(data / "valid.src"), "--tgt-prefix", str(data / "valid.tgt"),
+                            "--decoding", '{"strategy": "argmax"}', "--tgt-lang", "de",
+                            "--out-tok", str(tmp_path / "hyp.tok"), "--device", "cuda"])
+        err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    ledger.message(errors[-1], names=["--device cuda", "device"])
