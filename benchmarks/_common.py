@@ -10,6 +10,7 @@ import torch
 
 from aeqa_model.data.batching import collate
 from aeqa_model.data.dictionary import Dictionary
+from aeqa_model.decode.timing import interleaved_items  # noqa: F401 (the benchmarks' import of it)
 
 
 # Model sizes every benchmark compares: the demo's and transformer-base.
@@ -117,29 +118,4 @@ def interleaved(fns: dict, device, rounds: int, repeat: int, warmup: int = 2) ->
     for _ in range(rounds):
         for name, fn in fns.items():
             samples[name].append(timed(fn, device, repeat, warmup=0))
-    return {name: float(np.median(values)) for name, values in samples.items()}
-
-
-def interleaved_items(fns: dict, items: list, device, rounds: int, warmup: int = 1) -> dict:
-    """Median over ``rounds`` of the summed seconds of ``fn(item)`` over ``items``, with
-    the functions alternating item by item (A(x1), B(x1), A(x2), B(x2), ...). For
-    millisecond calls such as batch-1 decoding this keeps drift in machine speed from
-    favouring whichever function happened to run in a fast stretch."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            for item in items:
-                fn(item)
-    samples = {name: [] for name in fns}
-    for r in range(rounds):
-        totals = dict.fromkeys(fns, 0.0)
-        names = list(fns) if r % 2 == 0 else list(reversed(fns))   # alternate who goes first
-        for item in items:
-            for name in names:
-                sync(device)
-                start = time.perf_counter()
-                fns[name](item)
-                sync(device)
-                totals[name] += time.perf_counter() - start
-        for name, total in totals.items():
-            samples[name].append(total)
     return {name: float(np.median(values)) for name, values in samples.items()}

@@ -21,6 +21,7 @@ from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.decode import check_decoding, generate
+from aeqa_model.decode.timing import interleaved_items
 from aeqa_model.device import pick_device
 from aeqa_model.io import InputError, os_error_message, write_json, write_lines
 from aeqa_model.models.build import load_model
@@ -90,27 +91,34 @@ def translate(model, corpus: ParallelCorpus, indices: np.ndarray, decoding: dict
     return [results[int(i)] for i in indices]
 
 
-def time_batch1(model, corpus, indices, decoding, device, warmup: int, teacher=None) -> dict:
-    """Mean wall-clock latency per sentence at batch size 1, after ``warmup`` sentences."""
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
+def time_batch1(model, corpus, indices, decoding, device, warmup: int, teacher=None, reference=None,
+                reference_decoding=None, rounds: int = 3) -> dict:
+    """Wall-clock latency per sentence at batch size 1 (after ``warmup`` sentences) of
+    ``model``, and of the AT ``reference`` when given, timed side by side: sentence by
+    sentence in alternation over ``rounds`` rounds, the median round of each
+    (decode/timing.py), so that a loaded machine slows both alike and their ratio, the
+    speed-up, stays meaningful."""
     # Oracle decoding (Fig. 1) reads the reference; it is timed with it like the rest.
     needs_reference = decoding.get("strategy") == "oracle"
 
-    def one(i):
-        batch = corpus.batch([int(i)]).to(device)
-        generate(model, batch.src, decoding, teacher=teacher, reference=batch.target if needs_reference else None)
+    def decoder(net, dec, helper, with_reference):
+        def one(i):
+            batch = corpus.batch([int(i)]).to(device)
+            generate(net, batch.src, dec, teacher=helper, reference=batch.target if with_reference else None)
+        return one
 
-    for i in indices[:warmup]:
-        one(i)
-    sync()
-    start = time.perf_counter()
-    for i in indices:
-        one(i)
-    sync()
-    return {"latency_ms_per_sentence": 1000.0 * (time.perf_counter() - start) / max(len(indices), 1)}
+    fns = {"model": decoder(model, decoding, teacher, needs_reference)}
+    if reference is not None:
+        fns["at"] = decoder(reference, reference_decoding, None, False)
+    for fn in fns.values():
+        for i in indices[:warmup]:
+            fn(i)
+    seconds = interleaved_items(fns, list(indices), device, rounds=rounds, warmup=0)
+    n = max(len(indices), 1)
+    out = {"latency_ms_per_sentence": 1000.0 * seconds["model"] / n, "timing_rounds": rounds}
+    if reference is not None:
+        out["at_latency_ms_per_sentence"] = 1000.0 * seconds["at"] / n
+    return out
 
 
 def time_throughput(model, corpus, indices, decoding, device, max_tokens: int, teacher=None) -> float:
@@ -144,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--speed-reference-decoding", default='{"strategy": "beam", "beam": 4}')
     p.add_argument("--speed-subset", type=int, default=50)
     p.add_argument("--speed-warmup", type=int, default=5)
+    p.add_argument("--speed-rounds", type=int, default=3,
+                   help="rounds of side-by-side batch-1 timing (the median round counts)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
@@ -214,7 +224,14 @@ def run_decode(args) -> int:
         write_lines(args.out_detok, detokenize(tok_lines, args.tgt_lang))
     if args.speed_out:
         subset = np.arange(min(args.speed_subset, len(corpus)))
-        speed = time_batch1(model, corpus, subset, decoding, device, args.speed_warmup, teacher=teacher)
+        ref_decoding = json.loads(args.speed_reference_decoding)
+        # The AT's own cell: its speed-up over itself is 1.0 by construction, not the
+        # ratio of two timings of one model (which read 1.54x once on a loaded machine).
+        itself = (reference is not None and decoding == ref_decoding
+                  and Path(args.model).resolve() == Path(args.speed_reference).resolve())
+        timed_reference = reference.to(device) if reference is not None and not itself else None
+        speed = time_batch1(model, corpus, subset, decoding, device, args.speed_warmup, teacher=teacher,
+                            reference=timed_reference, reference_decoding=ref_decoding, rounds=args.speed_rounds)
         speed["throughput_sentences_per_s"] = time_throughput(model, corpus, subset, decoding, device,
                                                               args.max_tokens, teacher=teacher)
         speed["throughput_max_tokens"] = args.max_tokens
@@ -222,15 +239,16 @@ def run_decode(args) -> int:
         speed.update({"batch_size": 1, "n_sentences": len(subset), "warmup": args.speed_warmup,
                       "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                       "dtype": "float32", "threads": torch.get_num_threads(), "torch": torch.__version__})
-        if reference is not None:
-            reference = reference.to(device)
-            ref_decoding = json.loads(args.speed_reference_decoding)
-            ref = time_batch1(reference, corpus, subset, ref_decoding, device, args.speed_warmup)
-            speed["at_latency_ms_per_sentence"] = ref["latency_ms_per_sentence"]
-            speed["at_throughput_sentences_per_s"] = time_throughput(reference, corpus, subset, ref_decoding, device,
-                                                                     args.max_tokens)
+        if itself:
+            speed["at_latency_ms_per_sentence"] = speed["latency_ms_per_sentence"]
+            speed["at_throughput_sentences_per_s"] = speed["throughput_sentences_per_s"]
             speed["at_decoding"] = ref_decoding
-            speed["speedup"] = ref["latency_ms_per_sentence"] / max(speed["latency_ms_per_sentence"], 1e-9)
+            speed["speedup"] = 1.0
+        elif timed_reference is not None:
+            speed["at_throughput_sentences_per_s"] = time_throughput(timed_reference, corpus, subset, ref_decoding,
+                                                                     device, args.max_tokens)
+            speed["at_decoding"] = ref_decoding
+            speed["speedup"] = speed["at_latency_ms_per_sentence"] / max(speed["latency_ms_per_sentence"], 1e-9)
         write_json(args.speed_out, speed)
     write_lines(args.out_tok, tok_lines)   # last: the rule's main output appears only when all is done
     logging.info("decoded %d sentences -> %s", len(hyps), args.out_tok)
