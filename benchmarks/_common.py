@@ -10,7 +10,7 @@ import torch
 
 from aeqa_model.data.batching import collate
 from aeqa_model.data.dictionary import Dictionary
-from aeqa_model.decode.timing import interleaved_items  # noqa: F401 (the benchmarks' import of it)
+from aeqa_model.decode.timing import sync
 
 
 # Model sizes every benchmark compares: the demo's and transformer-base.
@@ -49,11 +49,6 @@ def pin_length_prediction(model) -> None:
         proj.weight.zero_()
         offsets = torch.arange(proj.out_features, device=proj.bias.device) - model.length.max_offset
         proj.bias.copy_(-offsets.abs().float())
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, device, repeat: int, warmup: int = 2) -> float:

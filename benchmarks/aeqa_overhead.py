@@ -15,9 +15,10 @@ import argparse
 
 import torch
 
-from _common import (SIZES, device_info, interleaved, interleaved_items,
-                     pin_length_prediction, report, synthetic_batch, synthetic_dictionary)
+from _common import (SIZES, device_info, interleaved, pin_length_prediction, report, synthetic_batch,
+                     synthetic_dictionary)
 from aeqa_model.decode import generate
+from aeqa_model.decode.timing import interleaved_items
 from aeqa_model.models.base import total_loss
 from aeqa_model.models.build import build_model
 

@@ -13,9 +13,9 @@ import argparse
 
 import torch
 
-from _common import (SIZES, device_info, interleaved_items, pin_length_prediction,
-                     report, synthetic_batch, synthetic_dictionary)
+from _common import SIZES, device_info, pin_length_prediction, report, synthetic_batch, synthetic_dictionary
 from aeqa_model.decode import generate
+from aeqa_model.decode.timing import interleaved_items
 from aeqa_model.models.build import build_model
 
 

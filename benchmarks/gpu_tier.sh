@@ -95,7 +95,7 @@ if [ -z "$gpus" ]; then
 fi
 ngpus=$(echo "$gpus" | tr ',' '\n' | grep -c .)
 export AEQA_GPU_SLOTS=$slots AEQA_GPU_IDS=$gpus AEQA_GPU_LOCK_DIR="$work/gpu-slots"
-smk=("$PYTHON" -m snakemake --profile profiles/gpu-local --configfile "${configs[@]}" --config "device=$device")
+smk=("$PYTHON" -m snakemake --profile profiles/gpu-local --configfile "${configs[@]}")  # the configs set device
 
 # 2. gpu_check: the device, the versions, throughput and host-sync checks
 phase gpu_check bash benchmarks/gpu_check.sh "${check_args[@]}" --out "$work/gpu_check"

@@ -21,7 +21,7 @@ from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.decode import check_decoding, generate
-from aeqa_model.decode.timing import interleaved_items
+from aeqa_model.decode.timing import interleaved_items, sync
 from aeqa_model.device import pick_device
 from aeqa_model.io import InputError, os_error_message, write_json, write_lines
 from aeqa_model.models.build import load_model
@@ -123,12 +123,10 @@ def time_batch1(model, corpus, indices, decoding, device, warmup: int, teacher=N
 
 def time_throughput(model, corpus, indices, decoding, device, max_tokens: int, teacher=None) -> float:
     """Sentences per second when the subset is decoded in large length-sorted batches."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     start = time.perf_counter()
     translate(model, corpus, indices, decoding, device, max_tokens, teacher=teacher, desc="throughput")
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return len(indices) / max(time.perf_counter() - start, 1e-9)
 
 
@@ -169,12 +167,8 @@ def run_decode(args) -> int:
     """Decode with the parsed flags; 0, or 2 for unusable input (the message says why)."""
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
     try:
-        if device.type == "cuda" and not torch.cuda.is_available():
-            # A GPU job on a node without one (the start-up check trusts `gpu:` resources).
-            raise InputError(f"--device {args.device} (the config's device): torch sees no CUDA GPU on this "
-                             f"machine; set device: auto or cpu, or run the job on a GPU node")
+        device = pick_device(args.device)  # InputError for a CUDA device where torch sees none
         decoding = json.loads(args.decoding)
         # Before any model is loaded: a bad option (beam 0, `four`) would otherwise end
         # deep in the search with a TypeError or RuntimeError.

@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from aeqa_model.io import InputError
+from aeqa_model.io import InputError, checksum_problem
 from aeqa_model.models.hostsync import avoid_sync
 
 
@@ -87,7 +87,13 @@ class SemanticQuantizer(nn.Module):
         self.reset_fraction, self.reset_decay = float(fraction), float(decay)
 
     def load_pretrained(self, path) -> None:
-        """Start from the codebook of the pretrain_sqs stage (App. A.2)."""
+        """Start from the codebook of the pretrain_sqs stage (App. A.2). Every problem with
+        the file (damaged on disk, unreadable, another K or width, non-finite) is an
+        InputError naming it and the stage to rerun."""
+        damage = checksum_problem(path)  # a zeroed region would load as codes at the origin
+        if damage:
+            raise InputError(f"{path}: {damage}; delete it and rerun pretrain_sqs (snakemake reruns it "
+                             f"when it is missing)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             book = state["codebook"]
@@ -96,7 +102,7 @@ class SemanticQuantizer(nn.Module):
                              f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'}); "
                              f"delete it and rerun pretrain_sqs (snakemake reruns it when it is missing)") from None
         if book.shape != self.codebook.shape:
-            raise ValueError(f"{path}: codebook {tuple(book.shape)} does not match the model's "
+            raise InputError(f"{path}: codebook {tuple(book.shape)} does not match the model's "
                              f"{tuple(self.codebook.shape)}; pretrain_sqs K/width must equal the model's")
         if not bool(torch.isfinite(book).all()):
             raise InputError(f"{path}: the pre-aligned codebook holds NaN or Inf values (pre-alignment diverged); "

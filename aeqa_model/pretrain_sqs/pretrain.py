@@ -48,6 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from aeqa_model.data.download import file_digest
 from aeqa_model.device import pick_device
 from aeqa_model.io import (InputError, OutputError, atomic_open, checksum_problem, os_error_message, read_lines,
                            write_json)
@@ -210,10 +211,7 @@ def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
     """The device (``auto``: CUDA when torch sees a GPU), autocast, and the process
     group under torchrun (WORLD_SIZE > 1; NCCL on GPUs, gloo on CPUs)."""
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    dev = pick_device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: torch sees no CUDA GPU here; use --device auto or cpu, "
-                         "or run the job on a GPU node")
+    dev = pick_device(device)  # InputError for a CUDA device where torch sees none
     if str(amp) == "fp16":
         raise InputError("pretrain_sqs.amp: fp16 is not supported (this stage has no loss scaling); "
                          "use auto, bf16 or none")
@@ -240,14 +238,6 @@ def text_digest(*corpora: list[str]) -> str:
             digest.update(line.encode("utf-8"))
             digest.update(b"\n")
         digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 

@@ -83,15 +83,6 @@ RESUMABLE_KEYS = {"validate_every", "save_every", "keep_last", "average_last",
                   "validate_bleu_sentences", "tensorboard", "max_consecutive_skips"}
 
 
-def file_digest(path) -> str:
-    """sha256 of one file's bytes (an input of a run such as the pre-aligned SQS)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def setup_fingerprint(model_spec: dict, train_spec: dict, seed: int, transformer: dict | None = None,
                       inputs: dict | None = None) -> str:
     """Hash of everything the weights of a run depend on, but the training data (that is
@@ -290,8 +281,8 @@ class CheckpointManager:
             # The settings or the data changed since these checkpoints were written (a config
             # edit, a re-prepared corpus, a new SQS), or the run they belong to finished and
             # delivered its model (a rerun, e.g. --forcerun, asks for new weights, not the
-            # old ones again): train
-            # from scratch, keeping the old run's files aside rather than deleting them.
+            # old ones again): train from scratch, keeping the old run's files aside
+            # rather than deleting them.
             if self.rank == 0:
                 stale = self._set_aside(ckpt, log_path)
                 why = f"written for {changed}" if changed is not None else f"belongs to a finished run ({delivered})"

@@ -34,12 +34,12 @@ from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.device import pick_device
-from aeqa_model.io import InputError, OutputError, atomic_open, checksum_problem
+from aeqa_model.data.download import file_digest
+from aeqa_model.io import InputError, OutputError, atomic_open
 from aeqa_model.models.base import LossTerm, Seq2SeqOptions, total_loss
 from aeqa_model.models.build import (FINAL_WEIGHTS_DEFAULTS, averaging_problem, build_model, describe_nonfinite,
                                      final_weights_setting, model_payload, nonfinite_entries)
-from aeqa_model.train.checkpoint import (CheckpointManager, file_digest, rng_restore, rng_snapshot, rng_state,
-                                         setup_fingerprint)
+from aeqa_model.train.checkpoint import CheckpointManager, rng_restore, rng_snapshot, rng_state, setup_fingerprint
 from aeqa_model.train.schedule import inverse_sqrt_lr
 
 RERUN_EXIT_CODE = 75  # EX_TEMPFAIL: "interrupted after a checkpoint, rerun me"
@@ -104,11 +104,7 @@ class Trainer:
         self.log = log
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
-        self.device = pick_device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            # A GPU job on a node without one (the start-up check trusts `gpu:` resources).
-            raise InputError(f"--device {device} (the config's device): torch sees no CUDA GPU on this machine; "
-                             f"set device: auto or cpu, or run the job on a GPU node")
+        self.device = pick_device(device)  # InputError for a CUDA device where torch sees none
         if self.world > 1 and not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(backend)
@@ -127,21 +123,15 @@ class Trainer:
         self.model = build_model(model_spec, dictionary, sizes, options).to(self.device)
         inputs = {}
         if sqs_init and hasattr(self.model, "load_pretrained_sqs"):
-            damage = checksum_problem(sqs_init)  # a zeroed region would load as codes at the origin
-            if damage:
-                raise InputError(f"{sqs_init}: {damage}; delete it and rerun pretrain_sqs (snakemake reruns it "
-                                 f"when it is missing)")
-            try:
-                self.model.load_pretrained_sqs(sqs_init)
-            except ValueError as err:  # a codebook of another K or width: one line, not a traceback
-                raise InputError(str(err)) from None
+            self.model.load_pretrained_sqs(sqs_init)  # checks the file: InputError naming it
             inputs["sqs_init"] = file_digest(sqs_init)
         # The run a checkpoint belongs to: the settings, the size the model was built with
         # (not only the size's name) and the SQS it starts from.
         self.setup = setup_fingerprint(model_spec, train_spec, seed, transformer=dict(self.model.cfg.__dict__),
                                        inputs=inputs)
         self.checkpoints = CheckpointManager(self.out_dir, self.setup, dictionary, train, valid,
-                                             keep_last=int(final_weights_setting(train_spec, "keep_last")), rank=self.rank, log=log)
+                                             keep_last=int(final_weights_setting(train_spec, "keep_last")),
+                                             rank=self.rank, log=log)
         self.ddp = None
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
