@@ -27,6 +27,9 @@ PATTERNS = {
     # a model entry's sqs_align_updates: a pre-alignment of its own length (_A<updates>)
     "sqs": "{RESULTS}/sqs/{dataset}/K{k}_D{dim}/{file}",  # file: sqs.pt, stats.json
     "sqs_variant": "{RESULTS}/sqs/{dataset}/K{k}_D{dim}_A{align}/{file}",
+    # the pre-aligned encoder's code of each target token (h_y_encoder: pretrained); variant:
+    # the directory of the sqs.pt it is made with (K{k}_D{dim} or K{k}_D{dim}_A{align})
+    "sqs_codes": "{RESULTS}/sqs/{dataset}/{variant}/codes/{direction}.{data}/report.json",
     "model": f"{{RESULTS}}/models/{_CELL}/model.pt",
     "decode": f"{{RESULTS}}/decode/{_CELL}/{{decoding}}/{{file}}",  # file: hyp.tok, hyp.bpe, hyp.detok, speed.json
     "metrics": f"{{RESULTS}}/eval/{_CELL}/{{decoding}}/metrics.json",
@@ -95,6 +98,16 @@ class RunLayout:
         if align:
             return self.path("sqs_variant", dataset=dataset, k=k, dim=dim, align=int(align), file="sqs.pt")
         return self.path("sqs", dataset=dataset, k=k, dim=dim, file="sqs.pt")
+
+    def model_codes_report(self, dataset: str, direction: str, data: str, model: str) -> str | None:
+        """report.json of the target codes a model with ``h_y_encoder: pretrained`` reads
+        (made with the model's own sqs.pt, from the targets it trains on); None for the rest.
+        The codes themselves are ``train`` and ``valid`` (.bin/.idx/.sum) beside it."""
+        spec = self.models[model]
+        if spec.get("h_y_encoder", "nat") != "pretrained":
+            return None
+        variant = self.model_sqs_path(dataset, model).rsplit("/", 2)[-2]
+        return self.path("sqs_codes", dataset=dataset, variant=variant, direction=direction, data=data)
 
     def model_path(self, dataset: str, direction: str, data: str, model: str) -> str:
         return self.path("model", dataset=self.model_dataset(dataset), direction=direction, data=data, model=model)

@@ -24,13 +24,16 @@ class Batch:
     target_lengths: torch.Tensor
     prev_output: torch.Tensor  # (B, T+1) BOS + y
     target_eos: torch.Tensor   # (B, T+1) y + EOS
+    # (B, T) the pre-aligned encoder's SQS code of each target token (sqs_target_codes
+    # stage; AEQA models with h_y_encoder: pretrained), 0 at padding; None without
+    target_codes: torch.Tensor | None = None
 
     @property
     def ntokens(self) -> int:
         return int(self.target_lengths.sum())
 
     def to(self, device) -> "Batch":
-        return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
+        return Batch(**{k: None if v is None else v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
 
 
 def _pad(seqs: list[np.ndarray], pad: int, prefix: int | None = None, suffix: int | None = None) -> torch.Tensor:
@@ -47,7 +50,8 @@ def _pad(seqs: list[np.ndarray], pad: int, prefix: int | None = None, suffix: in
     return out
 
 
-def collate(ids: list[int], src: list[np.ndarray], tgt: list[np.ndarray], d: Dictionary) -> Batch:
+def collate(ids: list[int], src: list[np.ndarray], tgt: list[np.ndarray], d: Dictionary,
+            codes: list[np.ndarray] | None = None) -> Batch:
     return Batch(
         ids=torch.as_tensor(ids, dtype=torch.long),
         src=_pad(src, d.pad, suffix=d.eos),
@@ -56,14 +60,17 @@ def collate(ids: list[int], src: list[np.ndarray], tgt: list[np.ndarray], d: Dic
         target_lengths=torch.as_tensor([len(t) for t in tgt], dtype=torch.long),
         prev_output=_pad(tgt, d.pad, prefix=d.bos),
         target_eos=_pad(tgt, d.pad, suffix=d.eos),
+        target_codes=None if codes is None else _pad(codes, 0),
     )
 
 
 class ParallelCorpus:
-    """Source/target pair of IndexedCorpus files that must have the same number of lines."""
+    """Source/target pair of IndexedCorpus files that must have the same number of lines,
+    and optionally a third stream, ``codes_prefix``: one SQS code per target token (the
+    sqs_target_codes stage), read into ``Batch.target_codes``."""
 
     def __init__(self, src_prefix: str | Path, tgt_prefix: str | Path, dictionary: Dictionary,
-                 max_positions: int = 1024):
+                 max_positions: int = 1024, codes_prefix: str | Path | None = None):
         # Every token id must be an id of this dictionary, and the data binarized with it
         # (checked once, here).
         self.src = IndexedCorpus(src_prefix, dictionary=dictionary)
@@ -73,6 +80,15 @@ class ParallelCorpus:
                              f"{len(self.tgt)}; rebuild both with the binarize rule")
         self.dictionary = dictionary
         self.max_positions = max_positions
+        self.codes = None
+        if codes_prefix is not None:
+            self.codes = IndexedCorpus(codes_prefix)
+            if len(self.codes) != len(self.tgt) or not np.array_equal(self.codes.sizes, self.tgt.sizes):
+                differ = ("its sentence count" if len(self.codes) != len(self.tgt) else
+                          f"sentence {int(np.argmax(self.codes.sizes != self.tgt.sizes)) + 1}'s length")
+                raise InputError(f"{codes_prefix}: the target codes do not match {tgt_prefix} ({differ} differs): "
+                                 f"they were made for other data; delete the codes' report.json and rerun the "
+                                 f"sqs_target_codes rule")
 
     def __len__(self) -> int:
         return len(self.src)
@@ -86,7 +102,8 @@ class ParallelCorpus:
     def batch(self, ids) -> Batch:
         ids = [int(i) for i in ids]
         cap = self.max_tokens_per_side
-        return collate(ids, [self.src[i][:cap] for i in ids], [self.tgt[i][:cap] for i in ids], self.dictionary)
+        codes = None if self.codes is None else [self.codes[i][:cap] for i in ids]
+        return collate(ids, [self.src[i][:cap] for i in ids], [self.tgt[i][:cap] for i in ids], self.dictionary, codes)
 
     def token_batches(self, max_tokens: int, shuffle: bool, seed: int = 0, epoch: int = 0,
                       max_sentences: int | None = None) -> list[np.ndarray]:

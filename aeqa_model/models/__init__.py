@@ -26,14 +26,16 @@ ENTRY_KEYS = {"arch", "size", "training", "decoding", "seed"}
 
 def check_options(name: str, spec: dict) -> list[str]:
     """Problems with a config entry ``models.<name>``: unknown arch or option keys
-    (a typo such as ``codebook_szie`` would otherwise be silently ignored)."""
+    (a typo such as ``codebook_szie`` would otherwise be silently ignored), then
+    options that do not go together (``Options.conflicts``)."""
     from aeqa_model.models.transformer import TransformerConfig
 
     if spec.get("arch") not in ARCHS:
         return [f"models.{name}.arch: unknown arch {spec.get('arch')!r}; known: {sorted(ARCHS)}"]
     known = set(ENTRY_KEYS) | set(TransformerConfig.__dataclass_fields__) | model_class(spec["arch"]).Options.names()
-    return [f"models.{name}.{key}: unknown option for arch {spec['arch']!r}; known: {sorted(known - ENTRY_KEYS)}"
-            for key in spec if key not in known]
+    unknown = [f"models.{name}.{key}: unknown option for arch {spec['arch']!r}; known: {sorted(known - ENTRY_KEYS)}"
+               for key in spec if key not in known]
+    return unknown or [f"models.{name}: {problem}" for problem in model_options(spec).conflicts()]
 
 
 def model_options(spec: dict):

@@ -18,7 +18,7 @@ from aeqa_model.models.base import LossTerm
 from aeqa_model.models.dat import GRAPH_FACTOR_HELP, DATOptions, DATransformer
 from aeqa_model.models.glancing import same_dropout
 from aeqa_model.models.options import option
-from aeqa_model.models.sqa import SQSMixin, SQSOptions, encode_target, sqa_terms
+from aeqa_model.models.sqa import SQSMixin, SQSOptions, sqa_terms
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,7 @@ class AEQADAT(SQSMixin, DATransformer):
         target, tgt_lengths = self.dag_target(batch)
         y, y_mask = batch.target, batch.target.eq(self.pad)
         enc, enc_mask = self.encode(batch.src)                                     # H_x
-        h_y = encode_target(self, y, y_mask, self.target_dropout)                  # H_y
-        q_x = self.sqs(enc, enc_mask)                                              # Eq. 4
-        q_y = self.sqs(h_y, y_mask)                                                # Eq. 5
+        q_x, _, q_y = self.quantize_both(batch, enc, enc_mask, y_mask)             # Eq. 4, Eq. 5
         sizes = self.graph_sizes(enc_mask, tgt_lengths)
         inputs, vertex_mask = self.vertex_inputs(enc, enc_mask, sizes)
         # Target position i of Y sits at position i + offset of the DAG target (BOS first).

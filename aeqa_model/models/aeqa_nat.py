@@ -24,7 +24,7 @@ from aeqa_model.models.glancing import GlanceSchedule, choose_glance_positions, 
 from aeqa_model.models.hostsync import avoid_sync
 from aeqa_model.models.nat import NATOptions, VanillaNAT
 from aeqa_model.models.options import option
-from aeqa_model.models.sqa import SQA_REDUCTIONS, SQA_TERMS, SQSMixin, SQSOptions, check_sqa_options, encode_target, sqa_terms
+from aeqa_model.models.sqa import SQA_REDUCTIONS, SQA_TERMS, SQSMixin, SQSOptions, check_sqa_options, sqa_terms
 
 
 def anneal(start: float, end: float, update: int, total: int) -> float:
@@ -95,6 +95,13 @@ class AEQANATOptions(SQSOptions, NATOptions):
                                   "gradient steps on it do not last; docs/method.md #27)",
                                   choices=("gradient", "ema"))
 
+    def conflicts(self) -> list[str]:
+        problems = super().conflicts()
+        if self.h_y_encoder == "pretrained" and not self.quantize_input:
+            problems.append("h_y_encoder: pretrained stores only the codes of H_y, and quantize_input: false "
+                            "glances the unquantized H_y; use one of them")
+        return problems
+
 
 class AEQANAT(SQSMixin, VanillaNAT):
     arch = "aeqa_nat"
@@ -143,9 +150,7 @@ class AEQANAT(SQSMixin, VanillaNAT):
         target, tgt_lengths = batch.target, batch.target_lengths
         enc, enc_mask = self.encode(batch.src)                                       # H_x
         y_mask = target.eq(self.pad)
-        h_y = encode_target(self, target, y_mask, self.target_dropout)               # H_y
-        q_x = self.sqs(enc, enc_mask)                                                # Eq. 4
-        q_y = self.sqs(h_y, y_mask)                                                  # Eq. 5
+        q_x, h_y, q_y = self.quantize_both(batch, enc, enc_mask, y_mask)             # Eq. 4, H_y, Eq. 5
         h_m, tgt_mask = self.copy_inputs(enc, enc_mask, tgt_lengths, self.target_width(target))  # softcopy
         q_m = self.sqs(h_m, tgt_mask)
         if not self.quantize_input:              # the GLAT-like control: nothing quantized

@@ -61,6 +61,11 @@ class ModelOptions:
             values[f.name] = cast(options[f.name] if f.name in options else f.default)
         return cls(**values)
 
+    def conflicts(self) -> list[str]:
+        """Combinations of options a model cannot run with (each a sentence naming the
+        options); the config check reports them at start-up. None by default."""
+        return []
+
     @classmethod
     def names(cls) -> set[str]:
         return {f.name for f in fields(cls)}

@@ -13,7 +13,7 @@ from torch import nn
 
 from aeqa_model.models.base import LossTerm, masked_mean
 from aeqa_model.models.options import ModelOptions, option
-from aeqa_model.models.sqs import SemanticQuantizer
+from aeqa_model.models.sqs import Quantized, SemanticQuantizer
 
 SQA_TERMS = ("ax", "xy", "ay")
 SQA_REDUCTIONS = ("mean", "sum")
@@ -111,6 +111,16 @@ class SQSOptions(ModelOptions):
     sqs_align_updates: int | None = option(None, "a pre-alignment of this many updates of its own "
                                            "(unset: pretrain_sqs.align_updates)",
                                            schema={"type": "integer", "minimum": 1}, workflow=True)
+    h_y_encoder: str = option("nat", "where H_y (Eq. 5) comes from: nat (the NAT's own encoder applied to Y) "
+                              "or pretrained (the pre-aligned encoder and its projection, frozen, its codes mapped "
+                              "onto the target's BPE positions by the sqs_target_codes stage; docs/method.md #26)",
+                              choices=("nat", "pretrained"))
+
+    def conflicts(self) -> list[str]:
+        if self.h_y_encoder == "pretrained" and self.sqs_init != "pretrained":
+            return ["h_y_encoder: pretrained reads the codes of the pre-aligned encoder, so it needs "
+                    "sqs_init: pretrained (the codebook they index)"]
+        return []
 
 
 class SQSMixin:
@@ -128,3 +138,24 @@ class SQSMixin:
 
     def load_pretrained_sqs(self, path) -> None:
         self.sqs.load_pretrained(path)
+
+    def quantize_both(self, batch, enc: torch.Tensor, enc_mask: torch.Tensor, y_mask: torch.Tensor):
+        """(z_q(H_x), H_y, z_q(H_y)) of Eq. 4-5 for a batch with encoder states ``enc``.
+
+        With ``h_y_encoder: nat``, H_y = f_enc(Y) by this model's encoder and z_q its
+        nearest codes (computed in this order: the codebook's training-time reset may move
+        codes between the two lookups). With ``pretrained`` (docs/method.md #26) H_y is the
+        frozen pre-aligned encoder's, quantized once by the sqs_target_codes stage into
+        ``batch.target_codes``; only the code indices are stored, so H_y is None and
+        z_q(H_y) is the codebook's current row for each index (the rows move in NAT
+        training as they do under ``nat``)."""
+        if self.opts.h_y_encoder == "nat":
+            h_y = encode_target(self, batch.target, y_mask, self.target_dropout)
+            q_x = self.sqs(enc, enc_mask)
+            return q_x, h_y, self.sqs(h_y, y_mask)
+        if batch.target_codes is None:
+            raise ValueError("h_y_encoder: pretrained needs the target codes of the sqs_target_codes stage "
+                             "with every batch (train cli --train-codes/--valid-codes)")
+        indices = batch.target_codes.masked_fill(y_mask, 0)
+        codes = self.sqs.lookup(indices)
+        return self.sqs(enc, enc_mask), None, Quantized(indices=indices, codes=codes, source=codes.detach())

@@ -23,6 +23,8 @@ def main(argv=None) -> int:
     p.add_argument("--encoder-out", required=True, help="denoised encoder checkpoint (K-independent)")
     p.add_argument("--out", required=True)
     p.add_argument("--stats", required=True)
+    p.add_argument("--aligned-encoder-out", default=None,
+                   help="align stage: also write the aligned encoder here (for h_y_encoder: pretrained)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -720,7 +720,9 @@ def align_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> in
                    float(spec.get("ema_decay", 0.99)), float(spec["lr"]), batch_size, args.seed, log, run)
     if result is None:
         return RERUN_EXIT_CODE
-    return finish(*result, args, "embedded", run)
+    aligned = {"kind": "embedded", "state_dict": encoder.state_dict(), "vocab_size": payload["vocab_size"],
+               "spec": payload["spec"], "spm": spm_path.read_bytes()}
+    return finish(*result, args, "embedded", run, aligned=aligned)
 
 
 def run_mbart(spec, src, tgt, args, run: StageRun, checkpoint_path, settings: dict, log) -> int:
@@ -753,10 +755,16 @@ def run_mbart(spec, src, tgt, args, run: StageRun, checkpoint_path, settings: di
                    float(spec["lr"]), int(spec.get("batch_size", 32)), args.seed, log, run, find_unused=True)
     if result is None:
         return RERUN_EXIT_CODE
-    return finish(*result, args, f"mbart:{path}", run)
+    aligned = {"kind": "mbart", "state_dict": mbart.state_dict(), "mbart_path": str(path)}
+    return finish(*result, args, f"mbart:{path}", run, aligned=aligned)
 
 
-def finish(quantizer, projection, history, args, encoder_name, run: StageRun | None = None) -> int:
+def finish(quantizer, projection, history, args, encoder_name, run: StageRun | None = None,
+           aligned: dict | None = None) -> int:
+    """Write sqs.pt (codebook, projection, usage) and stats.json and, where the flag
+    asks for it, the aligned encoder (``aligned``: its weights after the alignment and
+    what it reads with) to ``args.aligned_encoder_out``, which the sqs_target_codes stage
+    needs for H_y from the pre-aligned encoder (docs/method.md #26)."""
     rt = run.rt if run is not None else Runtime()
     if rt.world > 1:   # every rank counted its own share of the batches
         dist.all_reduce(quantizer.usage)
@@ -766,6 +774,9 @@ def finish(quantizer, projection, history, args, encoder_name, run: StageRun | N
                      "pretrain_sqs")
     stats = quantizer.statistics()
     if rt.main:
+        if getattr(args, "aligned_encoder_out", None) and aligned is not None:
+            aligned["state_dict"] = {k: v.detach().cpu().clone() for k, v in aligned["state_dict"].items()}
+            save_checkpoint(Path(args.aligned_encoder_out), aligned)
         save_checkpoint(Path(args.out), {"codebook": quantizer.codebook.detach().cpu().clone(),
                                          "projection": projection.to("cpu").state_dict(),
                                          "encoder": encoder_name, "statistics": stats})

@@ -42,6 +42,9 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", required=True)
     p.add_argument("--output", required=True, help="final model file (written last, atomically)")
     p.add_argument("--sqs-init", default=None, help="pretrain_sqs output to initialize the codebook")
+    p.add_argument("--train-codes", default=None, help="prefix of the training targets' SQS codes "
+                   "(sqs_target_codes stage; AEQA models with h_y_encoder: pretrained)")
+    p.add_argument("--valid-codes", default=None, help="prefix of the validation targets' SQS codes")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
@@ -78,8 +81,8 @@ def run_training(args) -> int:
     model_spec, train_spec = json.loads(args.model_spec), json.loads(args.train_spec)
     try:
         dictionary = Dictionary.load(args.dict)
-        train = ParallelCorpus(args.train_src, args.train_tgt, dictionary)
-        valid = ParallelCorpus(args.valid_src, args.valid_tgt, dictionary)
+        train = ParallelCorpus(args.train_src, args.train_tgt, dictionary, codes_prefix=args.train_codes)
+        valid = ParallelCorpus(args.valid_src, args.valid_tgt, dictionary, codes_prefix=args.valid_codes)
         if args.sqs_init and not Path(args.sqs_init).exists():
             raise InputError(f"{args.sqs_init}: SQS codebook not found; run pretrain_sqs first")
         trainer = Trainer(model_spec, train_spec, dictionary, train, valid, args.out_dir, seed=args.seed,

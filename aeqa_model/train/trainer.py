@@ -93,6 +93,22 @@ def amp_dtype(setting: str, device: torch.device):
     return torch.bfloat16  # auto / bf16
 
 
+def check_target_codes(model, train: ParallelCorpus, valid: ParallelCorpus | None) -> None:
+    """A model with ``h_y_encoder: pretrained`` reads the target codes of the
+    sqs_target_codes stage with every batch, train and valid: refuse a run without them,
+    or with codes outside its codebook, before the first step rather than in it."""
+    wants = getattr(getattr(model, "opts", None), "h_y_encoder", "nat") == "pretrained"
+    for name, corpus in (("train", train), ("valid", valid)):
+        if corpus is None:
+            continue
+        if wants and corpus.codes is None:
+            raise InputError(f"h_y_encoder: pretrained needs the {name} targets' SQS codes (--{name}-codes, "
+                             f"made by the sqs_target_codes rule)")
+        if wants and len(corpus.codes.tokens) and int(corpus.codes.tokens.max()) >= model.sqs.num_codes:
+            raise InputError(f"{corpus.codes.prefix}.bin: code {int(corpus.codes.tokens.max())} is outside the "
+                             f"model's codebook of {model.sqs.num_codes}; the codes were made for another K")
+
+
 class Trainer:
     def __init__(self, model_spec: dict, train_spec: dict, dictionary: Dictionary, train: ParallelCorpus,
                  valid: ParallelCorpus | None, out_dir: str | Path, seed: int = 1, device: str = "auto",
@@ -125,6 +141,7 @@ class Trainer:
         if sqs_init and hasattr(self.model, "load_pretrained_sqs"):
             self.model.load_pretrained_sqs(sqs_init)  # checks the file: InputError naming it
             inputs["sqs_init"] = file_digest(sqs_init)
+        check_target_codes(self.model, train, valid)
         # The run a checkpoint belongs to: the settings, the size the model was built with
         # (not only the size's name) and the SQS it starts from.
         self.setup = setup_fingerprint(model_spec, train_spec, seed, transformer=dict(self.model.cfg.__dict__),

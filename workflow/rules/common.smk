@@ -145,7 +145,30 @@ def train_inputs(wc):
         inputs["kd"] = path("kd_bin_report", dataset=wc.dataset, direction=wc.direction)
     if needs_sqs(wc.model):
         inputs["sqs"] = model_sqs_path(wc.dataset, wc.model)
+    codes = LAYOUT.model_codes_report(wc.dataset, wc.direction, data_of(wc), wc.model)
+    if codes:
+        inputs["codes"] = codes
     return inputs
+
+
+def target_text(wc):
+    """The BPE text of the targets a cell trains on: the dataset's, or the distilled ones."""
+    if wc.data == "kd":
+        return path("kd_train", dataset=wc.dataset, direction=wc.direction, stage="bpe", side="tgt")
+    return f"{data_dir(wc.dataset)}/bpe/train.{src_tgt(wc.direction)[1]}"
+
+
+def sqs_inputs(wc):
+    """The train cli's flags for the SQS a model starts from and, with h_y_encoder:
+    pretrained, the target codes it reads (nothing for the other models)."""
+    if not needs_sqs(wc.model):
+        return []
+    flags = ["--sqs-init", model_sqs_path(wc.dataset, wc.model)]
+    codes = LAYOUT.model_codes_report(wc.dataset, wc.direction, data_of(wc), wc.model)
+    if codes:
+        folder = str(Path(codes).parent)
+        flags += ["--train-codes", f"{folder}/train", "--valid-codes", f"{folder}/valid"]
+    return flags
 
 
 def train_params(wc):
@@ -160,7 +183,7 @@ def train_params(wc):
         "train_tgt": f"{kd}.tgt" if data_of(wc) == "kd" else bin_prefix(wc.dataset, "train", t),
         "valid_src": bin_prefix(wc.dataset, "valid", s),
         "valid_tgt": bin_prefix(wc.dataset, "valid", t),
-        "sqs": ["--sqs-init", model_sqs_path(wc.dataset, wc.model)] if needs_sqs(wc.model) else [],
+        "sqs": sqs_inputs(wc),
     }
 
 

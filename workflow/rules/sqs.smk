@@ -40,6 +40,7 @@ rule pretrain_sqs:
     output:
         sqs=path("sqs", file="sqs.pt"),
         stats=path("sqs", file="stats.json"),
+        aligned=path("sqs", file="aligned_encoder.pt"),
     wildcard_constraints:
         k=r"\d+",
         dim=r"\d+",
@@ -61,7 +62,8 @@ rule pretrain_sqs:
     shell:
         "exec {params.launcher:q} -m aeqa_model.pretrain_sqs.cli --stage align --spec {params.spec:q} --src-text {params.src:q}"
         " --tgt-text {params.tgt:q} --codebook-size {wildcards.k} --dim {wildcards.dim}"
-        " --encoder-out {input.encoder:q} --out {output.sqs:q} --stats {output.stats:q} --seed {params.seed}"
+        " --encoder-out {input.encoder:q} --out {output.sqs:q} --stats {output.stats:q}"
+        " --aligned-encoder-out {output.aligned:q} --seed {params.seed}"
         " --device {params.device:q} --threads {threads} > {log:q} 2>&1"
 
 
@@ -71,6 +73,7 @@ use rule pretrain_sqs as pretrain_sqs_variant with:
     output:
         sqs=path("sqs_variant", file="sqs.pt"),
         stats=path("sqs_variant", file="stats.json"),
+        aligned=path("sqs_variant", file="aligned_encoder.pt"),
     wildcard_constraints:
         k=r"\d+",
         dim=r"\d+",
@@ -87,3 +90,40 @@ use rule pretrain_sqs as pretrain_sqs_variant with:
         f"{RESULTS}/logs/pretrain_sqs/{{dataset}}.K{{k}}_D{{dim}}_A{{align}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/pretrain_sqs/{{dataset}}.K{{k}}_D{{dim}}_A{{align}}.tsv"
+
+
+# H_y from the pre-aligned encoder (a model entry's `h_y_encoder: pretrained`,
+# docs/method.md #26): the aligned encoder reads each training and validation target
+# through its own tokenizer, and each BPE token gets the code of the states its
+# characters cover (aeqa_model/pretrain_sqs/target_codes.py). Per SQS and per the
+# targets a model trains on (raw or KD).
+rule sqs_target_codes:
+    input:
+        sqs="{RESULTS}/sqs/{dataset}/{variant}/sqs.pt".replace("{RESULTS}", RESULTS),
+        aligned="{RESULTS}/sqs/{dataset}/{variant}/aligned_encoder.pt".replace("{RESULTS}", RESULTS),
+        # the raw BPE text is made under bpe_done; the distilled one is an output of its own
+        bpe=lambda wc: path("bpe_done", dataset=wc.dataset),
+        kd=lambda wc: [target_text(wc)] if wc.data == "kd" else [],
+    output:
+        report=path("sqs_codes"),
+    wildcard_constraints:
+        variant=r"K\d+_D\d+(_A\d+)?",
+        data="raw|kd",
+    params:
+        python=PYTHON,
+        train_tgt=target_text,
+        valid_tgt=lambda wc: f"{data_dir(wc.dataset)}/bpe/valid.{src_tgt(wc.direction)[1]}",
+        out_dir=lambda wc, output: str(Path(output.report).parent),
+        device=config.get("device", "auto"),
+    log:
+        f"{RESULTS}/logs/sqs_target_codes/{{dataset}}.{{variant}}.{{direction}}.{{data}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sqs_target_codes/{{dataset}}.{{variant}}.{{direction}}.{{data}}.tsv"
+    threads: stage_threads("pretrain_sqs")
+    resources:
+        **stage_resources("pretrain_sqs", mem_mb=4000, runtime=60, gpu=True),
+    shell:
+        "exec {params.python:q} -m aeqa_model.pretrain_sqs.target_codes --sqs {input.sqs:q}"
+        " --aligned-encoder {input.aligned:q} --train-tgt {params.train_tgt:q} --valid-tgt {params.valid_tgt:q}"
+        " --out-dir {params.out_dir:q} --report {output.report:q} --device {params.device:q}"
+        " --threads {threads} > {log:q} 2>&1"
