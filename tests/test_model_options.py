@@ -9,7 +9,7 @@ from aeqa_model.models import ARCHS, check_options, model_class, option_schemas
 NAT = {"label_smoothing": 0.1, "max_length_offset": 64, "length_loss_weight": 0.1, "softcopy_tau": 1.0,
        "decoder_input": "softcopy", "dslp": False}
 SQS = {"codebook_size": 2048, "ema_decay": 0.99, "sqa_weight": 0.25, "codebook_reset": 0.01,
-       "target_dropout": False, "sqs_init": "pretrained", "sqs_align_updates": None}
+       "target_dropout": False, "sqs_init": "pretrained", "sqs_align_updates": None, "h_y_encoder": "nat"}
 DAT = {"graph_factor": 8.0, "glancing_schedule": "0.5:0.1@200k", "dag_paths": "anchored"}
 # The literal defaults of the models' options.get(key, default) before issue 17.
 PREVIOUS = {
