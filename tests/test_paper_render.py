@@ -35,7 +35,8 @@ def metrics_doc(cell, bleu, speedup, arch):
     ds, di, da, mo, de = cell
     return {
         "cell": {"run": "demo", "dataset": ds, "direction": di, "src": di[:2], "tgt": di[3:], "data": da,
-                 "model": mo, "arch": arch, "decoding": de, "model_config": {"arch": arch}, "decoding_config": {}},
+                 "model": mo, "arch": arch, "decoding": de, "model_config": {"arch": arch}, "decoding_config": {},
+                 "default_decoding": "beam4" if arch == "at" else "argmax"},
         "n_sentences": 600,
         "metrics": {
             "bleu_tok": {"score": bleu, "signature": "tokenized BLEU-4"},
@@ -272,11 +273,11 @@ def test_default_decoding_is_resolved_or_refused(tmp_path):
     cell = r.rows[0].cells[0]
     assert cell.repro == Decimal("12.5") and r.rows[0].pipeline.startswith("m / argmax")
     b = _write(tmp_path, ("d", "en-de", "raw", "m", "other"), 13.5)
-    # arch "m" is unknown, so its default would be argmax: the tie is broken that way.
+    # both record the model's default decoding (argmax): the tie is broken that way.
     assert TableRenderer("table6", spec, PAPER_DIR, [a, b]).rows[0].cells[0].repro == Decimal("12.5")
     c = _write(tmp_path, ("d", "en-de", "raw", "m", "third"), 14.5)
     doc = json.loads(Path(a).read_text(encoding="utf-8"))
-    doc["cell"]["model_config"]["decoding"] = "nothere"
+    doc["cell"]["default_decoding"] = "nothere"
     write_json(a, doc)
     with pytest.raises(InputError, match="default decoding"):
         TableRenderer("table6", spec, PAPER_DIR, [a, b, c])

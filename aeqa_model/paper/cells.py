@@ -130,17 +130,12 @@ class MetricsIndex:
         return Value(dec, raw, "", m)
 
 
-# Mirrors workflow/rules/common.smk (DEFAULT_DECODING); used only to break a tie.
-ARCH_DEFAULT_DECODING = {"at": "beam4", "cmlm": "mask_predict10", "dat": "lookahead", "aeqa_dat": "lookahead"}
-
-
 def _default_of(doc: dict) -> str | None:
+    """The default decoding of a metrics.json's model, as the evaluate rule recorded it
+    (``cell.default_decoding``; metrics written before it was recorded: the entry's own
+    ``decoding``, else unknown). paper/ keeps no copy of the architectures' defaults."""
     cell = doc.get("cell") or {}
-    model_config = cell.get("model_config") or {}
-    if model_config.get("decoding"):
-        return model_config["decoding"]
-    arch = cell.get("arch") or model_config.get("arch")
-    return ARCH_DEFAULT_DECODING.get(arch, "argmax") if arch else None
+    return cell.get("default_decoding") or (cell.get("model_config") or {}).get("decoding")
 
 
 def _strip_status(status: str) -> str:

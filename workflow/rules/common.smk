@@ -257,6 +257,7 @@ def eval_cell(wc):
     src, tgt = src_tgt(wc.direction)
     return jq({"run": RUN, "dataset": wc.dataset, "direction": wc.direction, "src": src, "tgt": tgt,
                "data": wc.data, "model": wc.model, "arch": arch(wc.model), "decoding": wc.decoding,
+               "default_decoding": decoding_name(wc.model, "default"),
                "model_config": MODELS[wc.model], "decoding_config": DECODINGS[wc.decoding]})
 
 
