@@ -169,8 +169,9 @@ def with_model_options(rules: dict) -> dict:
     """The schema with the architectures' options added from their declarations
     (aeqa_model/models/options.py): every option to ``$defs.model``'s properties
     (which option an arch takes is the typo check's, ``models.check_options``),
-    and its schema to each option that ``model_defaults`` lists. Changes ``rules``."""
-    from aeqa_model.models import option_schemas
+    and its schema to each option that ``model_defaults`` lists; and the architecture
+    names of ``models.ARCHS`` wherever the schema takes one. Changes ``rules``."""
+    from aeqa_model.models import ARCHS, model_class, option_schemas
 
     options = option_schemas()
     model = rules["$defs"]["model"]["properties"]
@@ -182,6 +183,14 @@ def with_model_options(rules: dict) -> dict:
     defaults = rules["properties"]["model_defaults"]["properties"]
     for key in defaults:
         defaults[key] = options[key]
+    # The architecture names come from the one registry, models.ARCHS: a model entry's
+    # arch, and the throughput table's keys (graph_factor: the archs that take one).
+    model["arch"] = {"enum": sorted(ARCHS)}
+    throughput = rules["properties"]["throughput"]["properties"]
+    positive = {"type": "number", "exclusiveMinimum": 0}
+    throughput["tokens_per_s"]["patternProperties"] = {f"^({'|'.join(sorted(ARCHS))})$": positive}
+    graph_archs = sorted(a for a in ARCHS if "graph_factor" in model_class(a).Options.names())
+    throughput["graph_factor"]["patternProperties"] = {f"^({'|'.join(graph_archs)})$": positive}
     return rules
 
 

@@ -200,3 +200,23 @@ def test_the_shipped_configs_pass_the_decoding_option_checks():
     for path in [*sorted((ROOT / "config").glob("*.yaml")), *sorted((ROOT / "config/paper").glob("grid-*.yaml"))]:
         for name, decoding in (yaml.safe_load(path.read_text(encoding="utf-8")).get("decodings") or {}).items():
             assert check_decoding(name, decoding) == [], path
+
+
+def test_architecture_names_come_from_the_one_registry(monkeypatch):
+    """The schema names no architecture itself (issue 28): a model entry's arch and the
+    throughput table's keys follow models.ARCHS, so a new arch is one registry line."""
+    from aeqa_model import models
+
+    cfg = smoke()
+    cfg["models"][next(iter(cfg["models"]))]["arch"] = "nonesuch"
+    assert "arch: 'nonesuch' is not one of" in problems(cfg)
+    cfg = smoke()
+    cfg.setdefault("throughput", {"tokens_per_s": {}, "safety_factor": 1.5})["tokens_per_s"]["newarch"] = 1000.0
+    assert "newarch" in problems(cfg)
+    monkeypatch.setitem(models.ARCHS, "newarch", models.ARCHS["vanilla_nat"])
+    rules = cfgmod.with_model_options(yaml.safe_load(cfgmod.SCHEMA.read_text(encoding="utf-8")))
+    assert "newarch" in rules["$defs"]["model"]["properties"]["arch"]["enum"]
+    pattern = next(iter(rules["properties"]["throughput"]["properties"]["tokens_per_s"]["patternProperties"]))
+    assert "newarch" in pattern.strip("^$()").split("|")
+    graph = rules["properties"]["throughput"]["properties"]["graph_factor"]["patternProperties"]
+    assert list(graph) == ["^(aeqa_dat|dat)$"]
