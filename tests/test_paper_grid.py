@@ -183,3 +183,15 @@ def test_figure1_plots_glat_and_cmlm_without_training_runs_of_its_own(grid_name)
     assert unproduced_cells(fig1) == []
     table1 = training_runs({"outputs": {"table1": grid["outputs"]["table1"]}})
     assert training_runs({"outputs": {"figure1": fig1}}) <= table1
+
+
+def test_outputs_are_discovered_from_the_papers_numbers(tmp_path):
+    """A table or figure is added by its CSV of the paper's numbers (issue 28), in
+    numeric order (table10 after table9)."""
+    from aeqa_model.paper.grid import paper_outputs
+
+    assert TABLES == tuple(f"table{i}" for i in range(1, 8))
+    assert FIGURES == ("figure1", "figure4", "figure5", "figure6", "figure7")
+    for name in ("table2", "table10", "table9", "figure3", "tablex", "notes"):
+        (tmp_path / f"{name}.csv").write_text("", encoding="utf-8")
+    assert paper_outputs(tmp_path) == (("table2", "table9", "table10"), ("figure3",))

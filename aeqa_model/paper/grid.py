@@ -28,8 +28,20 @@ from aeqa_model.io import InputError
 from aeqa_model.paper.cells import CELL_KEYS, MetricsIndex
 
 BLOCK_KEYS = ("datasets", "directions", "data", "models", "decodings")
-TABLES = tuple(f"table{i}" for i in range(1, 8))
-FIGURES = ("figure1", "figure4", "figure5", "figure6", "figure7")
+#: The paper's own numbers, one CSV per table and figure (``tableN.csv``, ``figureN.csv``).
+PAPER_DIR = Path(__file__).resolve().parents[2] / "config" / "paper"
+
+
+def paper_outputs(paper_dir: str | Path = PAPER_DIR) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(tables, figures) of the paper: discovered from the transcribed numbers in
+    ``paper_dir``, so a table or figure is added by adding its CSV, not a name here."""
+    def numbered(prefix: str) -> tuple[str, ...]:
+        names = [p.stem for p in Path(paper_dir).glob(f"{prefix}*.csv") if p.stem[len(prefix):].isdigit()]
+        return tuple(sorted(names, key=lambda name: int(name[len(prefix):])))
+    return numbered("table"), numbered("figure")
+
+
+TABLES, FIGURES = paper_outputs()
 OUTPUTS = TABLES + FIGURES
 
 
