@@ -15,7 +15,7 @@ from aeqa_model.io import InputError
 from aeqa_model.models import check_options
 from aeqa_model.models.aeqa_dat import AEQADAT
 from aeqa_model.models.aeqa_nat import AEQANAT
-from aeqa_model.pretrain_sqs import cli, target_codes
+from aeqa_model.pretrain_sqs import cli
 from aeqa_model.pretrain_sqs.target_codes import PretrainedTargetEncoder, bpe_spans, overlap_weights
 from aeqa_model.train.trainer import check_target_codes
 from tests.conftest import make_pairs
@@ -70,7 +70,7 @@ def test_stage_writes_one_code_per_bpe_token_equal_to_brute_force(aligned, tmp_p
     (tmp_path / "train.bpe").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (tmp_path / "valid.bpe").write_text("\n".join(lines[:10]) + "\n", encoding="utf-8")
     out = tmp_path / "codes"
-    assert target_codes.main(["--sqs", str(sqs_path), "--aligned-encoder", str(aligned_path), "--train-tgt",
+    assert cli.main(["--stage", "codes", "--sqs", str(sqs_path), "--aligned-encoder", str(aligned_path), "--train-tgt",
                               str(tmp_path / "train.bpe"), "--valid-tgt", str(tmp_path / "valid.bpe"),
                               "--out-dir", str(out), "--report", str(out / "report.json"), "--device", "cpu",
                               "--max-tokens", "64"]) == 0
@@ -102,7 +102,7 @@ def test_stage_writes_one_code_per_bpe_token_equal_to_brute_force(aligned, tmp_p
 def test_stage_refuses_a_missing_aligned_encoder_with_the_rule_named(aligned, tmp_path, capsys):
     _, sqs_path, _ = aligned
     (tmp_path / "t.bpe").write_text("a b\n", encoding="utf-8")
-    code = target_codes.main(["--sqs", str(sqs_path), "--aligned-encoder", str(tmp_path / "nope.pt"),
+    code = cli.main(["--stage", "codes", "--sqs", str(sqs_path), "--aligned-encoder", str(tmp_path / "nope.pt"),
                               "--train-tgt", str(tmp_path / "t.bpe"), "--valid-tgt", str(tmp_path / "t.bpe"),
                               "--out-dir", str(tmp_path / "o"), "--report", str(tmp_path / "o" / "r.json")])
     assert code == 2 and "run the pretrain_sqs rule" in capsys.readouterr().err

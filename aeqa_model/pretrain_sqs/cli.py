@@ -1,5 +1,7 @@
 """Pretrain-sqs stage: ``python -m aeqa_model.pretrain_sqs.cli --stage encoder|align ...`` (the
-pretrain_sqs_encoder and pretrain_sqs rules, under torchrun where several GPUs are given).
+pretrain_sqs_encoder and pretrain_sqs rules, under torchrun where several GPUs are given), and
+``--stage codes`` (the sqs_target_codes rule: its own flags, see
+:mod:`aeqa_model.pretrain_sqs.target_codes`).
 
 The flags are parsed here; :func:`aeqa_model.pretrain_sqs.pretrain.run` does the work (its
 docstring, shown by ``--help``, says how the stages run, checkpoint and resume).
@@ -9,10 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aeqa_model.pretrain_sqs import pretrain
+from aeqa_model.pretrain_sqs import pretrain, target_codes
 
 
 def main(argv=None) -> int:
+    which = argparse.ArgumentParser(add_help=False)
+    which.add_argument("--stage")
+    known, rest = which.parse_known_args(argv)
+    if known.stage == "codes":
+        return target_codes.main(rest)
     p = argparse.ArgumentParser(prog="aeqa-pretrain-sqs", description=pretrain.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--spec", required=True, help="JSON: the pretrain_sqs config section")
@@ -32,7 +39,8 @@ def main(argv=None) -> int:
                    help="resumable state of the stage (default: <output stem>_checkpoint.pt next to its output)")
     p.add_argument("--log-csv", default=None,
                    help="every update's losses (default: <output stem>_log.csv next to the stage's output)")
-    p.add_argument("--stage", choices=["encoder", "align"], required=True)
+    p.add_argument("--stage", choices=["encoder", "align", "codes"], required=True,
+                   help="codes: the sqs_target_codes stage, with the flags of `--stage codes --help`")
     args = p.parse_args(argv)
     return pretrain.run(args)
 

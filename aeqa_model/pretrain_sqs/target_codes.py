@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="aeqa-sqs-target-codes", description=__doc__,
+    p = argparse.ArgumentParser(prog="aeqa-pretrain-sqs --stage codes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sqs", required=True, help="sqs.pt of the pretrain_sqs rule (codebook and projection)")
     p.add_argument("--aligned-encoder", required=True, help="aligned_encoder.pt of the pretrain_sqs rule")

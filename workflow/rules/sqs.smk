@@ -123,7 +123,7 @@ rule sqs_target_codes:
     resources:
         **stage_resources("pretrain_sqs", mem_mb=4000, runtime=60, gpu=True),
     shell:
-        "exec {params.python:q} -m aeqa_model.pretrain_sqs.target_codes --sqs {input.sqs:q}"
+        "exec {params.python:q} -m aeqa_model.pretrain_sqs.cli --stage codes --sqs {input.sqs:q}"
         " --aligned-encoder {input.aligned:q} --train-tgt {params.train_tgt:q} --valid-tgt {params.valid_tgt:q}"
         " --out-dir {params.out_dir:q} --report {output.report:q} --device {params.device:q}"
         " --threads {threads} > {log:q} 2>&1"
