@@ -21,6 +21,14 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+# The exit codes of every stage CLI (python -m aeqa_model.<stage>.cli), one map for all
+# (docs/cluster.md "Exit codes"): what a job's exit code tells its user and Snakemake.
+EXIT_OK = 0
+EXIT_FAILED = 1      # the run failed: training diverged, or a file could not be written or read (a full disk)
+EXIT_BAD_INPUT = 2   # bad input or settings: the message names them; nothing was written
+EXIT_RERUN = 75      # EX_TEMPFAIL: interrupted after a checkpoint (a signal); rerun the job to resume
+
+
 class InputError(RuntimeError):
     """Bad user input (file, corpus, config): the message names what and what to do."""
 

@@ -126,3 +126,18 @@ def test_scripts_holds_only_the_commands_the_readme_names():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for path in sorted((ROOT / "scripts").iterdir()):
         assert f"scripts/{path.name}" in readme, f"scripts/{path.name} is not a command the README names"
+
+
+def test_every_stage_exits_through_the_one_exit_code_map():
+    """One exit-code map for all CLIs (aeqa_model/io.py, docs/cluster.md): bad input is
+    EXIT_BAD_INPUT (2) in every stage, 1 means the run failed (diverged, disk full); no
+    module returns a bare code of its own."""
+    from aeqa_model import io
+
+    assert (io.EXIT_OK, io.EXIT_FAILED, io.EXIT_BAD_INPUT, io.EXIT_RERUN) == (0, 1, 2, 75)
+    bare = []
+    for path in sorted((ROOT / "aeqa_model").rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if re.fullmatch(r"\s*return [1-9]\d*\s*(#.*)?", line):
+                bare.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not bare, "exit codes not from aeqa_model.io's map:\n  " + "\n  ".join(bare)

@@ -153,4 +153,4 @@ def test_cli(tmp_path):
     assert (tmp_path / "tok" / "report.json").exists()
     write(orig / "train.de", [b"Hallo.", b"extra"])
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert result.returncode == 1 and "train.de has 2 lines" in result.stderr
+    assert result.returncode == 2 and "train.de has 2 lines" in result.stderr

@@ -20,7 +20,7 @@ import sys
 import time
 
 from aeqa_model.data import bpe, stamp
-from aeqa_model.io import InputError
+from aeqa_model.io import EXIT_BAD_INPUT, InputError
 
 
 def log(message: str) -> None:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 stamp.main(["--out", args.stamp, "--files", *args.outputs])
     except InputError as err:
         log(f"error: {err}")
-        return 1
+        return EXIT_BAD_INPUT
     log(f"[bpe] {args.command} done in {time.monotonic() - started:.1f}s")
     return 0
 

@@ -23,7 +23,7 @@ from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.decode import check_decoding, generate
 from aeqa_model.decode.timing import interleaved_items, sync
 from aeqa_model.device import pick_device
-from aeqa_model.io import InputError, os_error_message, write_json, write_lines
+from aeqa_model.io import EXIT_BAD_INPUT, EXIT_FAILED, InputError, os_error_message, write_json, write_lines
 from aeqa_model.models.build import load_model
 
 
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         return run_decode(args)
     except OSError as err:  # a full disk: one line naming the file (outputs are atomic), not a traceback
         print(f"error: {os_error_message(err)}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 def run_decode(args) -> int:
@@ -191,10 +191,10 @@ def run_decode(args) -> int:
         corpus = ParallelCorpus(args.src_prefix, args.tgt_prefix, dictionary, max_positions=positions)
     except json.JSONDecodeError as err:
         print(f"error: --decoding: not valid JSON ({err}); it must be the decodings entry as JSON", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     indices = shard_indices(len(corpus), args.shard, args.num_shards)
     # Over-long sources are cut to the model's positions, counted and logged (and recorded
     # in speed.json, which evaluate copies into metrics.json's provenance): a researcher

@@ -31,7 +31,7 @@ import torch
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.decode import clamp_lengths
-from aeqa_model.io import InputError, write_json
+from aeqa_model.io import EXIT_BAD_INPUT, InputError, write_json
 from aeqa_model.models.build import load_model
 
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         corpus = ParallelCorpus(args.src_prefix, args.tgt_prefix, dictionary, max_positions=model.cfg.max_positions)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     n = min(args.max_sentences, len(corpus))
     total: dict[str, float] = {}
     for start in range(0, n, args.batch_size):

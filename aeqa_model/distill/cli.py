@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from aeqa_model.distill import gather
-from aeqa_model.io import InputError
+from aeqa_model.io import EXIT_BAD_INPUT, InputError
 
 
 def main(argv=None) -> int:
@@ -23,7 +23,7 @@ def main(argv=None) -> int:
         print(gather.gather(args.shards, args.src, args.ref, args.out_src, args.out_tgt, args.report))
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aeqa_model.data.download import fetch_source, resolve_cache_dir
 from aeqa_model.data.recipes import build_dataset
-from aeqa_model.io import InputError, write_json
+from aeqa_model.io import EXIT_BAD_INPUT, InputError, write_json
 
 
 def _json_arg(value: str, flag: str):
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(fetch {fetch_seconds:.1f}s, recipe {manifest['timings_s']['recipe']:.1f}s)")
     except InputError as err:
         log(f"error: {err}")
-        return 1
+        return EXIT_BAD_INPUT
     return 0
 
 

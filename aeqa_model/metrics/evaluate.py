@@ -14,7 +14,7 @@ from typing import Sequence
 
 import sacrebleu
 
-from ..io import InputError, read_json, read_lines, write_json
+from ..io import EXIT_BAD_INPUT, InputError, read_json, read_lines, write_json
 from .bleu import multi_reference_bleu, tokenized_bleu
 from .buckets import length_bucket_bleu, validate_edges
 from .detok import detok_metrics
@@ -199,7 +199,7 @@ def evaluate_cell(args: argparse.Namespace) -> int:
             metrics["multi_reference"] = entry
     except InputError as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
     # Sources the decoder had to cut to the model's positions (decode.cli counts them in
     # speed.json): a score over cut sentences says so next to the numbers.

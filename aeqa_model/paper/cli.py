@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from aeqa_model.io import InputError
+from aeqa_model.io import EXIT_BAD_INPUT, InputError
 from aeqa_model.paper.grid import FIGURES, TABLES
 
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                              "learning_curves")
     except InputError as err:
         print(f"render_paper: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     for path in paths:
         print(f"wrote {path}")
     return 0

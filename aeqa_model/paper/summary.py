@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from aeqa_model.io import InputError
+from aeqa_model.io import EXIT_BAD_INPUT, InputError
 
 HEADER = ("| data | model | decoding | seed | test BLEU (tok) | chrF | hyp/ref length | last valid BLEU (update) |\n"
           "|---|---|---|---|---|---|---|---|")
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = summary_rows(args.run_dir, args.dataset or only_dataset(args.run_dir), args.direction)
     except InputError as err:
         print(f"summary: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     print(HEADER)
     print("\n".join(rows))
     return 0

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from aeqa_model.data.prepare import SPLITS, prepare_dataset
-from aeqa_model.io import InputError
+from aeqa_model.io import EXIT_BAD_INPUT, InputError
 
 
 def log(message: str) -> None:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"[prepare] wrote {args.out_dir}/report.json in {time.monotonic() - started:.1f}s")
     except InputError as err:
         log(f"error: {err}")
-        return 1
+        return EXIT_BAD_INPUT
     return 0
 
 

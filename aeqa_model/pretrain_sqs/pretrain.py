@@ -147,7 +147,7 @@ def train_sentencepiece(texts: list[str], prefix: Path, vocab_size: int, seed: i
                                    hard_vocab_limit=False, character_coverage=0.9995, model_type="unigram",
                                    num_threads=1, minloglevel=2)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    from aeqa_model.io import atomic_open
+    from aeqa_model.io import EXIT_BAD_INPUT, EXIT_FAILED, atomic_open
     with atomic_open(f"{prefix}.model", "wb") as handle:
         handle.write(model.getvalue())
     return spm.SentencePieceProcessor(model_proto=model.getvalue())
@@ -592,13 +592,13 @@ def run(args: argparse.Namespace) -> int:
         return align_stage(spec, src, tgt, args, run, checkpoint_path, log)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except TrainingDiverged as err:  # nothing non-finite was written; the message names the settings
         print(f"error: {err}", file=sys.stderr)
         return DIVERGED_EXIT_CODE
     except OSError as err:  # a full disk: one line naming the file, not a traceback
         print(f"error: {os_error_message(err)}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 def refuse_nonfinite(output, tensors: dict, stage: str, last_loss: str, fix: str, rule: str) -> None:
@@ -732,7 +732,7 @@ def run_mbart(spec, src, tgt, args, run: StageRun, checkpoint_path, settings: di
     except ImportError:
         print("error: pretrain_sqs.encoder=mbart needs the `transformers` package "
               "(pip install transformers)", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     path = check_mbart_dir(spec["mbart_path"])
     tokenizer = MBartTokenizer.from_pretrained(str(path), local_files_only=True)
     mbart = MBartModel.from_pretrained(str(path), local_files_only=True).get_encoder()

@@ -40,10 +40,8 @@ import torch
 
 from aeqa_model.data.bpe import SEPARATOR
 from aeqa_model.data.indexed import write_indexed
-from aeqa_model.io import InputError, atomic_open, checksum_problem, read_lines, write_json
+from aeqa_model.io import EXIT_BAD_INPUT, InputError, checksum_problem, read_lines, write_json
 
-#: The stage's exit code for bad input (as the other stages').
-BAD_INPUT_EXIT_CODE = 2
 
 
 def bpe_spans(line: str) -> tuple[str, list[tuple[int, int]]]:
@@ -264,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.report, report)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
-        return BAD_INPUT_EXIT_CODE
+        return EXIT_BAD_INPUT
     return 0
 
 

@@ -20,13 +20,13 @@ import torch
 
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.dictionary import Dictionary
-from aeqa_model.io import InputError, os_error_message
+from aeqa_model.io import EXIT_BAD_INPUT, EXIT_FAILED, InputError, os_error_message
 from aeqa_model.models.build import describe_nonfinite, final_weights_setting, nonfinite_entries
 from aeqa_model.provenance import provenance
 from aeqa_model.train.checkpoint import save_checkpoint
 from aeqa_model.train.trainer import DIVERGED_EXIT_CODE, Trainer, TrainingDiverged
 
-WRITE_FAILED_EXIT_CODE = 1  # a file could not be written or read (a full disk); rerun once fixed
+WRITE_FAILED_EXIT_CODE = EXIT_FAILED  # a file could not be written or read (a full disk); rerun once fixed
 
 
 def parse_args(argv=None):
@@ -90,7 +90,7 @@ def run_training(args) -> int:
                           log=logging.info)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     try:
         code = trainer.train()
         if code != 0:
@@ -100,7 +100,7 @@ def run_training(args) -> int:
                                           int(final_weights_setting(train_spec, "average_last")))
     except InputError as err:  # e.g. a damaged checkpoint_last.pt: say which and what to do
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except TrainingDiverged as err:  # nothing poisoned was written; the message names the way out
         print(f"error: {err}", file=sys.stderr)
         return DIVERGED_EXIT_CODE

@@ -35,15 +35,15 @@ from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.device import pick_device
 from aeqa_model.data.download import file_digest
-from aeqa_model.io import InputError, OutputError, atomic_open
+from aeqa_model.io import EXIT_FAILED, EXIT_RERUN, InputError, OutputError, atomic_open
 from aeqa_model.models.base import LossTerm, Seq2SeqOptions, total_loss
 from aeqa_model.models.build import (FINAL_WEIGHTS_DEFAULTS, averaging_problem, build_model, describe_nonfinite,
                                      final_weights_setting, model_payload, nonfinite_entries)
 from aeqa_model.train.checkpoint import CheckpointManager, rng_restore, rng_snapshot, rng_state, setup_fingerprint
 from aeqa_model.train.schedule import inverse_sqrt_lr
 
-RERUN_EXIT_CODE = 75  # EX_TEMPFAIL: "interrupted after a checkpoint, rerun me"
-DIVERGED_EXIT_CODE = 1  # the cli's exit code after TrainingDiverged
+RERUN_EXIT_CODE = EXIT_RERUN      # "interrupted after a checkpoint, rerun me" (io.py: the exit-code map)
+DIVERGED_EXIT_CODE = EXIT_FAILED  # the cli's exit code after TrainingDiverged
 
 
 class TrainingDiverged(RuntimeError):
