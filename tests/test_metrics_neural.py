@@ -163,3 +163,21 @@ def test_bleurt_code_path_with_stand_in(tmp_path, empty_cache, monkeypatch):
     empty.mkdir()
     out = neural.bleurt_score(["a"], ["a"], str(empty), progress=False)
     assert out["score"] is None and "config.json" in out["status"]
+
+
+def test_evaluate_runs_comet_on_the_device_it_is_given(tmp_path, empty_cache, monkeypatch):
+    """issue 28: the config's device reaches evaluate; under device: cpu COMET gets no GPU
+    even where torch sees one (it used to pick one whenever torch did)."""
+    from aeqa_model.metrics.evaluate import evaluate
+
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"x")
+    mod, calls = _fake_comet(0.5)
+    monkeypatch.setitem(sys.modules, "comet", mod)
+    monkeypatch.setattr(neural, "_cuda_count", lambda: 1)          # a machine with a GPU
+    lines = ["a b c", "d e f"]
+    spec = {"comet_model": str(ckpt)}
+    for device, gpus in (("cpu", 0), ("cuda", 1), ("auto", 1)):
+        evaluate(hyp_tok=lines, ref_tok=lines, hyp_detok=lines, ref_detok=lines, src_detok=lines, tgt_lang="de",
+                 spec=spec, progress=False, device=device)
+        assert calls["gpus"] == gpus, device

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metrics.json of the same model on a multi-reference set (e.g. Ott et al. 2018); "
                         "its multi_reference entry replaces this one's (Table 4)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where COMET and BLEURT run (the config's device; auto: a GPU when torch sees one)")
     return p
 
 

@@ -84,11 +84,12 @@ def evaluate(*, hyp_tok: Sequence[str], ref_tok: Sequence[str], hyp_detok: Seque
              ref_detok: Sequence[str], src_detok: Sequence[str], tgt_lang: str, spec: dict,
              baseline_hyp_tok: Sequence[str] | None = None, baseline_name: str | None = None,
              extra_refs_tok: Sequence[Sequence[str]] | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, device: str = "auto") -> dict:
     """Compute the ``metrics`` object of metrics.json from aligned line lists.
 
     Inputs must already be aligned (same length); :func:`main` checks that on
-    the files. ``spec`` is the ``evaluate:`` config section.
+    the files. ``spec`` is the ``evaluate:`` config section. ``device`` (auto, cpu or
+    cuda): where the neural metrics run; auto takes a GPU when torch sees one.
     """
     spec = _check_spec(spec)
     # Leftover subword marks would silently deflate tokenized BLEU; warn
@@ -101,10 +102,12 @@ def evaluate(*, hyp_tok: Sequence[str], ref_tok: Sequence[str], hyp_detok: Seque
 
     log.info("COMET ...")
     metrics["comet"] = comet_score(src_detok, hyp_detok, ref_detok, spec["comet_model"],
-                                   batch_size=spec["comet_batch_size"], progress=progress)
+                                   batch_size=spec["comet_batch_size"], progress=progress,
+                                   gpus=None if device == "auto" else int(device == "cuda"))
     log.info("BLEURT ...")
     metrics["bleurt"] = bleurt_score(hyp_detok, ref_detok, spec["bleurt_checkpoint"],
-                                     batch_size=spec["bleurt_batch_size"], progress=progress)
+                                     batch_size=spec["bleurt_batch_size"], progress=progress,
+                                     device=None if device == "auto" else device)
 
     metrics["repetition"] = ngram_repetition(hyp_tok, spec["repetition_max_n"])
     buckets = length_bucket_bleu(hyp_tok, ref_tok, spec["length_buckets"])
@@ -190,7 +193,7 @@ def evaluate_cell(args: argparse.Namespace) -> int:
             src_detok=files["src_detok"][1], tgt_lang=args.tgt_lang, spec=spec,
             baseline_hyp_tok=baseline[1] if baseline else None,
             baseline_name=(args.baseline_name or args.baseline_hyp_tok) if baseline else None,
-            extra_refs_tok=extra or None, progress=not args.no_progress)
+            extra_refs_tok=extra or None, progress=not args.no_progress, device=args.device)
         if args.multi_reference_from:
             other = _json_arg(args.multi_reference_from, "--multi-reference-from")
             entry = dict(other["metrics"]["multi_reference"])

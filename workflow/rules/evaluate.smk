@@ -53,6 +53,9 @@ rule evaluate:
         provenance=eval_provenance,
         baseline=eval_baseline_args,
         extra=eval_extra_args,
+        # COMET/BLEURT: on the CPU under device: cpu; otherwise a GPU when the job sees one
+        # (evaluate jobs request none from SLURM, so `cuda` would fail on a CPU node)
+        device="cpu" if config.get("device", "auto") == "cpu" else "auto",
     log:
         f"{RESULTS}/logs/evaluate/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.log",
     benchmark:
@@ -65,4 +68,4 @@ rule evaluate:
         " --hyp-detok {input.detok:q} --ref-detok {params.ref_detok:q} --src-detok {params.src_detok:q}"
         " --tgt-lang {params.tgt_lang:q} --spec {params.spec:q} --cell {params.cell:q}"
         " --provenance {params.provenance:q} --speed {input.speed:q} {params.baseline:q} {params.extra:q}"
-        " --out {output.metrics:q} > {log:q} 2>&1"
+        " --device {params.device:q} --out {output.metrics:q} > {log:q} 2>&1"
