@@ -6,7 +6,8 @@ the GPU-hours a table costs, so that the two always agree.
 
 * Resources of a stage: ``resources.default`` overlaid by ``resources.<stage>``,
   overlaid by the dataset's own ``datasets.<name>.resources.<stage>``.
-* Gradient accumulation: the trainer's rule (``Trainer.update_freq``),
+* Gradient accumulation: the trainer's own rule, the one function
+  ``aeqa_model.train.settings.update_freq`` (``Trainer.update_freq`` calls it too),
   ``ceil(effective_batch_tokens / (max_tokens x processes))``, one process per GPU.
 * Training runtime (``runtime: throughput``, docs/cluster.md)::
 
@@ -21,6 +22,9 @@ the GPU-hours a table costs, so that the two always agree.
 from __future__ import annotations
 
 import math
+
+# Micro-batches per update (cluster.update_freq): the trainer's own function, not a copy.
+from aeqa_model.train.settings import update_freq
 
 TRAIN_STAGES = ("train_teacher", "train_nat")
 # A training job may see at most this much more than effective_batch_tokens per
@@ -53,14 +57,6 @@ def train_spec(config: dict, model: str, dataset: str | None = None) -> dict:
 def processes(gpus: int) -> int:
     """Training processes of a job: one per GPU (torchrun), one on CPU or 1 GPU."""
     return max(1, int(gpus or 0))
-
-
-def update_freq(spec: dict, world: int) -> int:
-    """Micro-batches per update, exactly as ``Trainer.update_freq`` derives it."""
-    target = spec.get("effective_batch_tokens")
-    if target:
-        return max(1, math.ceil(int(target) / (int(spec["max_tokens"]) * world)))
-    return int(spec.get("update_freq", 1))
 
 
 def tokens_per_update(spec: dict, gpus: int) -> int:

@@ -6,8 +6,9 @@ model facts the rules need (no Snakemake needed; tests/test_config.py).
     config = load(config, ROOT)
 
 which merges the paper grid into the config (``paper_grid``), checks it against
-the JSON schema (``workflow/schemas/config.schema.yaml``, every violation on one
-line), gives every model the ``model_defaults`` its architecture takes, and checks
+the JSON schema (``workflow/schemas/config.schema.yaml``, with the model options'
+and the training settings' schemas added from their declarations; every violation on
+one line), gives every model the ``model_defaults`` its architecture takes, and checks
 what the config names (datasets, sources, models, decodings, sizes, local paths)
 and its resources. Every problem is raised as one ``ValueError`` whose message
 starts with ``invalid config``, before any job runs.
@@ -149,7 +150,7 @@ def check_schema(cfg: dict, schema: Path = SCHEMA) -> None:
     schema sets no defaults, so Snakemake's ``validate`` would add nothing.)"""
     import jsonschema
 
-    rules = with_model_options(yaml.safe_load(Path(schema).read_text(encoding="utf-8")))
+    rules = with_training_settings(with_model_options(yaml.safe_load(Path(schema).read_text(encoding="utf-8"))))
     errors = []
     for err in sorted(jsonschema.Draft202012Validator(rules).iter_errors(cfg), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(p) for p in err.absolute_path)
@@ -191,6 +192,21 @@ def with_model_options(rules: dict) -> dict:
     throughput["tokens_per_s"]["patternProperties"] = {f"^({'|'.join(sorted(ARCHS))})$": positive}
     graph_archs = sorted(a for a in ARCHS if "graph_factor" in model_class(a).Options.names())
     throughput["graph_factor"]["patternProperties"] = {f"^({'|'.join(graph_archs)})$": positive}
+    return rules
+
+
+def with_training_settings(rules: dict) -> dict:
+    """The schema with the ``training:`` section (``$defs.training``: the top-level one, a
+    dataset's, a model's, ``model_training``'s) generated from its declarations,
+    ``train.settings.TrainingSettings`` (aeqa_model/train/settings.py), as
+    :func:`with_model_options` adds the models' options. Changes ``rules``."""
+    from aeqa_model.train.settings import schema as training_schema
+
+    stub = rules["$defs"].get("training") or {}
+    if stub.get("properties"):
+        raise ValueError(f"{SCHEMA}: $defs.training declares the training settings {sorted(stub['properties'])}; "
+                         "they are declared once, in aeqa_model/train/settings.py (TrainingSettings)")
+    rules["$defs"]["training"] = {**stub, **training_schema()}
     return rules
 
 
@@ -364,7 +380,7 @@ def check_references(cfg: dict, problems: list[str] = ()) -> None:
 def averaging_problems(cfg: dict, trainable: list[str]) -> list[str]:
     """training.average_last above training.keep_last, for any model on any dataset (the
     settings a training job reads: training, overlaid by the dataset's and the model's)."""
-    from aeqa_model.models.build import averaging_problem
+    from aeqa_model.train.settings import averaging_problem
 
     problems = {}
     general = averaging_problem(cfg["training"])

@@ -10,6 +10,12 @@ cluster.py (the workflow's per-job resources) reads the registries; config.py (t
 workflow's config: loading and start-up checks) reads them, metrics' checkpoint
 check and cluster; layout.py (where a run's files live) reads config.py.
 
+One module has a layer of its own: train/settings.py, the training settings'
+declarations (defaults, schema, resumable keys, update_freq), layer train_settings.
+It imports only base, so the trainer, cluster (runtimes from update_freq) and config
+(the training schema, the averaging check) all read it without cluster or config
+being allowed the rest of the train layer (the trainer, torch).
+
 Each pipeline stage's command line is ``aeqa_model/<stage>/cli.py``
 (tests/test_entry_points.py). Those of train, decode and paper live in their
 packages; pretrain_sqs and distill are stages of the train layer; the command
@@ -29,7 +35,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "aeqa_model"
 
-# top-level module or subpackage of aeqa_model -> its layer
+# top-level module or subpackage of aeqa_model (or one module, "package.module") -> its layer
 LAYER_OF = {
     "__init__": "base", "io": "base", "provenance": "base", "device": "base", "gpu_slots": "base",
     "data": "data",
@@ -42,6 +48,7 @@ LAYER_OF = {
     "paper": "paper",
     "cluster": "cluster",
     "config": "config", "layout": "config",
+    "train.settings": "train_settings",
 }
 
 # layer -> the other layers it may import
@@ -50,13 +57,14 @@ MAY_IMPORT = {
     "data": {"base"},
     "models": {"base", "data"},
     "decode": {"base", "data", "models"},
-    "train": {"base", "data", "models", "decode"},
+    "train_settings": {"base"},
+    "train": {"base", "data", "models", "decode", "train_settings"},
     "data_cli": {"base", "data"},
     "metrics": {"base", "data"},
     "metrics_cli": {"base", "data", "metrics"},
     "paper": {"base", "metrics"},
-    "cluster": {"base", "data", "models", "decode"},
-    "config": {"base", "data", "models", "decode", "metrics", "cluster"},
+    "cluster": {"base", "data", "models", "decode", "train_settings"},
+    "config": {"base", "data", "models", "decode", "metrics", "cluster", "train_settings"},
 }
 
 STACK = ("base", "data", "models", "decode", "train")
@@ -76,7 +84,8 @@ def sources() -> dict[str, Path]:
 
 def layer(module: str) -> str | None:
     parts = module.split(".")
-    return LAYER_OF.get(parts[1] if len(parts) > 1 else "__init__")
+    own = LAYER_OF.get(".".join(parts[1:3])) if len(parts) > 2 else None
+    return own or LAYER_OF.get(parts[1] if len(parts) > 1 else "__init__")
 
 
 def imports(module: str, path: Path, known: set[str], registries: bool = True) -> list[tuple[int, str]]:

@@ -32,31 +32,6 @@ def build_model(model_spec: dict, dictionary: Dictionary, sizes: dict | None = N
     return model_class(model_spec["arch"])(dictionary, cfg, options)
 
 
-# How a run's final model.pt is made from its checkpoints (training.final, average_last,
-# keep_last): declared here, below the trainer that applies them, so that the config's
-# start-up check (aeqa_model.config, which may not import the trainer) reads the same
-# defaults.
-FINAL_WEIGHTS_DEFAULTS = {"final": "average", "average_last": 1, "keep_last": 3}
-
-
-def final_weights_setting(train_spec: dict, key: str):
-    """``training.<key>`` of a run (final, average_last or keep_last), else its default."""
-    return train_spec.get(key, FINAL_WEIGHTS_DEFAULTS[key])
-
-
-def averaging_problem(train_spec: dict) -> str | None:
-    """Why the final weights could not be the average asked for (None: they can): only the
-    last ``keep_last`` periodic checkpoints are kept, so ``average_last`` above it used to
-    average fewer of them (``keep_last: 1``: the final weights alone) without a word."""
-    average_last = int(final_weights_setting(train_spec, "average_last"))
-    keep_last = int(final_weights_setting(train_spec, "keep_last"))
-    if final_weights_setting(train_spec, "final") != "average" or average_last <= keep_last:
-        return None
-    return (f"average_last {average_last} is larger than keep_last {keep_last}: only the last {keep_last} "
-            f"periodic checkpoints are kept, so the final model could not average {average_last}; set "
-            f"average_last <= keep_last (or raise keep_last)")
-
-
 def model_payload(model) -> dict:
     """What a decoder needs to rebuild the model without the config."""
     return {

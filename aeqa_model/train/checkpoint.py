@@ -22,7 +22,8 @@ import torch
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.io import InputError, atomic_open, checksum_problem
-from aeqa_model.models.build import FINAL_WEIGHTS_DEFAULTS, describe_nonfinite, model_payload, nonfinite_entries
+from aeqa_model.models.build import describe_nonfinite, model_payload, nonfinite_entries
+from aeqa_model.train.settings import DEFAULTS, resumable_keys
 
 
 def rng_state() -> dict:
@@ -74,13 +75,13 @@ def save_checkpoint(path: Path, payload: dict) -> None:
             raise cause from None
 
 
-# Training settings that only change when and how results are written: an interrupted
-# run stays resumable across edits of these, since the weights of every update are the
-# same whatever they are. max_updates is not one of them: lambda and the glancing ratio
-# anneal over it (models' anneal_updates default), so a run of another length is
-# another run, and a run that reached its max_updates is never resumed at all.
-RESUMABLE_KEYS = {"validate_every", "save_every", "keep_last", "average_last",
-                  "validate_bleu_sentences", "tensorboard", "max_consecutive_skips"}
+# Training settings that only change when and how results are written (declared
+# ``resumable`` in train/settings.py): an interrupted run stays resumable across edits of
+# these, since the weights of every update are the same whatever they are. max_updates is
+# not one of them: lambda and the glancing ratio anneal over it (models' anneal_updates
+# default), so a run of another length is another run, and a run that reached its
+# max_updates is never resumed at all.
+RESUMABLE_KEYS = resumable_keys()
 
 
 def setup_fingerprint(model_spec: dict, train_spec: dict, seed: int, transformer: dict | None = None,
@@ -132,7 +133,7 @@ class CheckpointManager:
     into the final weights) and ``checkpoint_best.pt``; written by rank 0 only."""
 
     def __init__(self, out_dir: Path, setup: str, dictionary: Dictionary, train: ParallelCorpus,
-                 valid: ParallelCorpus | None, keep_last: int = 3, rank: int = 0, log=print):
+                 valid: ParallelCorpus | None, keep_last: int = DEFAULTS["keep_last"], rank: int = 0, log=print):
         self.out_dir = Path(out_dir)
         self.setup = setup
         self.dictionary = dictionary
@@ -332,8 +333,8 @@ class CheckpointManager:
                              f"by a diverged run (before checkpoints were checked). Delete it and rerun")
         return payload
 
-    def final_model(self, model: torch.nn.Module, update: int, choice: str = FINAL_WEIGHTS_DEFAULTS["final"],
-                    average_last: int = FINAL_WEIGHTS_DEFAULTS["average_last"]) -> dict:
+    def final_model(self, model: torch.nn.Module, update: int, choice: str = DEFAULTS["final"],
+                    average_last: int = DEFAULTS["average_last"]) -> dict:
         """The weights to decode with: ``best`` (lowest valid loss), ``last`` (``model``
         as it is, after ``update`` updates), or ``average`` of the last N periodic
         checkpoints (plus the final weights)."""

@@ -21,7 +21,7 @@ import torch
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.io import EXIT_BAD_INPUT, EXIT_FAILED, InputError, os_error_message
-from aeqa_model.models.build import describe_nonfinite, final_weights_setting, nonfinite_entries
+from aeqa_model.models.build import describe_nonfinite, nonfinite_entries
 from aeqa_model.provenance import provenance
 from aeqa_model.train.checkpoint import save_checkpoint
 from aeqa_model.train.trainer import DIVERGED_EXIT_CODE, Trainer, TrainingDiverged
@@ -96,8 +96,7 @@ def run_training(args) -> int:
         if code != 0:
             return code
         if trainer.rank == 0:
-            payload = trainer.final_model(final_weights_setting(train_spec, "final"),
-                                          int(final_weights_setting(train_spec, "average_last")))
+            payload = trainer.final_model(trainer.settings.final, trainer.settings.average_last)
     except InputError as err:  # e.g. a damaged checkpoint_last.pt: say which and what to do
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -36,11 +36,11 @@ from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.device import pick_device
 from aeqa_model.data.download import file_digest
 from aeqa_model.io import EXIT_FAILED, EXIT_RERUN, InputError, OutputError, atomic_open
-from aeqa_model.models.base import LossTerm, Seq2SeqOptions, total_loss
-from aeqa_model.models.build import (FINAL_WEIGHTS_DEFAULTS, averaging_problem, build_model, describe_nonfinite,
-                                     final_weights_setting, model_payload, nonfinite_entries)
+from aeqa_model.models.base import LossTerm, total_loss
+from aeqa_model.models.build import build_model, describe_nonfinite, model_payload, nonfinite_entries
 from aeqa_model.train.checkpoint import CheckpointManager, rng_restore, rng_snapshot, rng_state, setup_fingerprint
 from aeqa_model.train.schedule import inverse_sqrt_lr
+from aeqa_model.train.settings import DEFAULTS, TrainingSettings, averaging_problem, spec_value, update_freq
 
 RERUN_EXIT_CODE = EXIT_RERUN      # "interrupted after a checkpoint, rerun me" (io.py: the exit-code map)
 DIVERGED_EXIT_CODE = EXIT_FAILED  # the cli's exit code after TrainingDiverged
@@ -81,10 +81,6 @@ class SignalFlag:
         self.received = signum
 
 
-#: Default of ``training.max_consecutive_skips``.
-MAX_CONSECUTIVE_SKIPS = 10
-
-
 def amp_dtype(setting: str, device: torch.device):
     if device.type != "cuda" or setting in ("none", False, None):
         return None
@@ -115,7 +111,7 @@ class Trainer:
                  sizes: dict | None = None, sqs_init: str | None = None, log=print):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.spec = train_spec
+        self.spec = train_spec  # as given: checkpoints hold it, the setup fingerprint hashes it
         self.seed = seed
         self.log = log
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -129,13 +125,15 @@ class Trainer:
                 torch.cuda.set_device(local)
                 self.device = torch.device("cuda", local)
         seed_everything(seed)
-        self.max_updates = int(train_spec["max_updates"])
+        # Every setting at its declared default where the spec has none (train/settings.py).
+        self.settings = settings = TrainingSettings.from_dict(train_spec)
+        self.max_updates = settings.max_updates
         problem = averaging_problem(train_spec)
         if problem:  # the config's start-up check says the same; this is for a train cli run by hand
             raise InputError(f"training: {problem}")
-        self.max_consecutive_skips = int(train_spec.get("max_consecutive_skips", MAX_CONSECUTIVE_SKIPS))
-        options = {"label_smoothing": train_spec.get("label_smoothing", Seq2SeqOptions.label_smoothing),
-                   "max_updates": self.max_updates}
+        self.max_consecutive_skips = settings.max_consecutive_skips
+        # label_smoothing as written (the model casts it; its options go into model.pt as given)
+        options = {"label_smoothing": spec_value(train_spec, "label_smoothing"), "max_updates": self.max_updates}
         self.model = build_model(model_spec, dictionary, sizes, options).to(self.device)
         inputs = {}
         if sqs_init and hasattr(self.model, "load_pretrained_sqs"):
@@ -147,7 +145,7 @@ class Trainer:
         self.setup = setup_fingerprint(model_spec, train_spec, seed, transformer=dict(self.model.cfg.__dict__),
                                        inputs=inputs)
         self.checkpoints = CheckpointManager(self.out_dir, self.setup, dictionary, train, valid,
-                                             keep_last=int(final_weights_setting(train_spec, "keep_last")),
+                                             keep_last=settings.keep_last,
                                              rank=self.rank, log=log)
         self.ddp = None
         if self.world > 1:
@@ -155,14 +153,13 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=float(train_spec["lr"]),
-            betas=tuple(train_spec.get("adam_betas", (0.9, 0.98))), eps=float(train_spec.get("adam_eps", 1e-8)),
-            weight_decay=float(train_spec.get("weight_decay", 0.0)),
+            self.model.parameters(), lr=settings.lr, betas=settings.adam_betas, eps=settings.adam_eps,
+            weight_decay=settings.weight_decay,
             # One fused kernel for the whole update on a GPU instead of a few per
             # parameter tensor (issue 27). On the CPU the reference (foreach) path stays,
             # so CPU runs and their bit-exact resume tests are unchanged.
             fused=self.device.type == "cuda")
-        self.amp = amp_dtype(train_spec.get("amp", "auto"), self.device)
+        self.amp = amp_dtype(settings.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.train_data, self.valid_data = train, valid
         self.dictionary = dictionary
@@ -170,7 +167,7 @@ class Trainer:
         self.signals = SignalFlag()
         self.csv_path = self.out_dir / "train_log.csv"
         self.tensorboard = None
-        if self.rank == 0 and train_spec.get("tensorboard", True):
+        if self.rank == 0 and settings.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tensorboard = SummaryWriter(str(self.out_dir / "tensorboard"))
@@ -212,7 +209,7 @@ class Trainer:
                    f"{self.out_dir}/stale-<hash>/), or rerun unchanged to resume from that checkpoint (on CPU the "
                    f"same updates follow, bit for bit)")
         else:
-            way = f"No checkpoint was written before it (save_every {int(self.spec.get('save_every', 1000))}); {fix}"
+            way = f"No checkpoint was written before it (save_every {self.settings.save_every}); {fix}"
         return f"training diverged at update {update}: {reason}. {way}. Every update is logged in {self.csv_path}"
 
     def save(self, tag: str) -> None:
@@ -270,7 +267,7 @@ class Trainer:
             return float("nan")
         self.model.eval()
         total, weight = 0.0, 0
-        for ids in self.valid_data.token_batches(int(self.spec["max_tokens"]), shuffle=False):
+        for ids in self.valid_data.token_batches(self.settings.max_tokens, shuffle=False):
             batch = self.valid_data.batch(ids).to(self.device)
             with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
                 terms = self.model.losses(batch, self.state.update)
@@ -283,7 +280,7 @@ class Trainer:
     def validation_bleu(self) -> float | None:
         """Tokenized BLEU (BPE removed) of the first ``validate_bleu_sentences`` validation
         sentences, decoded with the model's cheap validation decoding."""
-        n = int(self.spec.get("validate_bleu_sentences", 0))
+        n = self.settings.validate_bleu_sentences
         if n <= 0 or self.valid_data is None or len(self.valid_data) == 0:
             return None
         import sacrebleu
@@ -333,13 +330,9 @@ class Trainer:
             self.tensorboard.flush()
 
     def update_freq(self) -> int:
-        """Micro-batches per update. With ``effective_batch_tokens`` (the paper's 64k/8k
-        tokens per update) it is derived from max_tokens and the number of processes, so
-        the effective batch stays the same whatever the GPU count."""
-        target = self.spec.get("effective_batch_tokens")
-        if target:
-            return max(1, math.ceil(int(target) / (int(self.spec["max_tokens"]) * self.world)))
-        return int(self.spec.get("update_freq", 1))
+        """Micro-batches per update: ``train.settings.update_freq`` of this run's spec and
+        process count (the one rule, the cluster's runtimes use it too)."""
+        return update_freq(self.spec, self.world)
 
     def _check_an_epoch_makes_an_update(self, update_freq: int, max_tokens: int) -> None:
         """A start-up error instead of a loop that never completes an update (and so never
@@ -357,7 +350,7 @@ class Trainer:
         per_process = batches // self.world
         if per_process >= update_freq:
             return
-        target = self.spec.get("effective_batch_tokens")
+        target = self.settings.effective_batch_tokens
         how = (f"effective_batch_tokens {int(target)} / (max_tokens {max_tokens} x {self.world} process(es)), "
                f"rounded up" if target else "update_freq")
         processes = f", {per_process} per process ({self.world} processes)" if self.world > 1 else ""
@@ -395,7 +388,7 @@ class Trainer:
             for name, term in terms.items():
                 term_sums[name] = term_sums.get(name, 0.0) + term.value.detach().double() / len(group)
         self.scaler.unscale_(self.optimizer)
-        clip = float(self.spec.get("clip_norm", 0.0))
+        clip = self.settings.clip_norm
         gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
         bad = (~(torch.isfinite(loss_sum) & torch.isfinite(gnorm))).to(torch.float64)
         if self.ddp is not None:
@@ -441,16 +434,16 @@ class Trainer:
         TrainingDiverged when the run diverges, InputError for unusable data or checkpoints."""
         from tqdm import tqdm
 
-        spec = self.spec
+        settings = self.settings
         update_freq = self.update_freq()
-        max_tokens = int(spec["max_tokens"])
+        max_tokens = settings.max_tokens
         self._check_an_epoch_makes_an_update(update_freq, max_tokens)
         resumed = self.try_resume()
         if not resumed and self.csv_path.exists():
             self.csv_path.unlink()
         self.model.train()
-        validate_every = int(spec.get("validate_every", 1000))
-        save_every = int(spec.get("save_every", 1000))
+        validate_every = settings.validate_every
+        save_every = settings.save_every
         bar = tqdm(total=self.max_updates, initial=self.state.update, disable=self.rank != 0,
                    desc=f"train {self.out_dir.name}", dynamic_ncols=True, mininterval=2.0, file=sys.stderr)
         started, tokens_seen = time.time(), 0
@@ -460,8 +453,7 @@ class Trainer:
             # Each update consumes `update_freq` consecutive batches of this epoch.
             while self.state.batch_in_epoch + update_freq <= len(batches) and self.state.update < self.max_updates:
                 group = batches[self.state.batch_in_epoch:self.state.batch_in_epoch + update_freq]
-                lr = inverse_sqrt_lr(self.state.update, float(spec["lr"]), int(spec.get("warmup_updates", 4000)),
-                                     float(spec.get("warmup_init_lr", 1e-7)))
+                lr = inverse_sqrt_lr(self.state.update, settings.lr, settings.warmup_updates, settings.warmup_init_lr)
                 for group_param in self.optimizer.param_groups:
                     group_param["lr"] = lr
                 result = self._accumulate(group)
@@ -522,8 +514,7 @@ class Trainer:
         self.save("final")
         return 0
 
-    def final_model(self, choice: str = FINAL_WEIGHTS_DEFAULTS["final"],
-                    average_last: int = FINAL_WEIGHTS_DEFAULTS["average_last"]) -> dict:
+    def final_model(self, choice: str = DEFAULTS["final"], average_last: int = DEFAULTS["average_last"]) -> dict:
         """The weights to decode with: ``best`` (lowest valid loss), ``last``, or ``average``
         of the last N periodic checkpoints (plus the final weights)."""
         return self.checkpoints.final_model(self.model, self.state.update, choice, average_last)
