@@ -54,6 +54,9 @@ def check_outputs(out: Path) -> None:
     assert sqs["codebook"].shape == (32, 8) and torch.isfinite(sqs["codebook"]).all()
     stats = json.loads((out / "K32_D8" / "stats.json").read_text())
     assert stats["last"]["update"] == SPEC["align_updates"] and stats["usage"]["used"] > 0
+    # and without dropout, on a fixed sample of both sides (a collapsed encoder shows only here)
+    quiet = stats["usage_without_dropout"]
+    assert quiet["codes"] == 32 and 1 <= quiet["used"] <= 32 and quiet["sentences"] > 0
     rows = (out / "K32_D8" / "sqs_log.csv").read_text().splitlines()
     assert rows[0] == "update,lr,L_a,L_x,L_AL" and len(rows) == 1 + SPEC["align_updates"]
     assert (out / "encoder_log.csv").read_text().splitlines()[0] == "update,lr,loss"

@@ -50,8 +50,8 @@ from tqdm import tqdm
 
 from aeqa_model.data.download import file_digest
 from aeqa_model.device import pick_device
-from aeqa_model.io import (InputError, OutputError, atomic_open, checksum_problem, os_error_message, read_lines,
-                           write_json)
+from aeqa_model.io import (EXIT_BAD_INPUT, EXIT_FAILED, InputError, OutputError, atomic_open, checksum_problem,
+                           os_error_message, read_lines, write_json)
 from aeqa_model.models.base import masked_mean
 from aeqa_model.models.build import describe_nonfinite, nonfinite_entries
 from aeqa_model.models.sqs import SemanticQuantizer
@@ -147,7 +147,7 @@ def train_sentencepiece(texts: list[str], prefix: Path, vocab_size: int, seed: i
                                    hard_vocab_limit=False, character_coverage=0.9995, model_type="unigram",
                                    num_threads=1, minloglevel=2)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    from aeqa_model.io import EXIT_BAD_INPUT, EXIT_FAILED, atomic_open
+    from aeqa_model.io import atomic_open
     with atomic_open(f"{prefix}.model", "wb") as handle:
         handle.write(model.getvalue())
     return spm.SentencePieceProcessor(model_proto=model.getvalue())
@@ -550,7 +550,33 @@ def align(encoder: nn.Module, encode: Callable, dim_in: int, pairs: list[tuple[l
             return None
     stage.close()
     history = [{"update": r["update"], "L_a": r["L_a"], "L_x": r["L_x"], "L_AL": r["L_AL"]} for r in stage.rows]
-    return quantizer, projection, history
+    return quantizer, projection, history, usage_without_dropout(net, quantizer, pairs, rt, seed)
+
+
+@torch.no_grad()
+def usage_without_dropout(net: AlignNet, quantizer: SemanticQuantizer, pairs: list, rt: Runtime, seed: int,
+                          sentences: int = 512) -> dict:
+    """Codebook usage of the aligned encoder's states *without dropout* (what a frozen
+    encoder gives, e.g. for h_y_encoder: pretrained), on a fixed sample of both sides.
+    The training usage counts states under dropout, whose noise alone can spread them
+    over every code: an encoder whose states all coincide (a collapsed or untrained
+    one) still reports every code used there, and only this figure shows it."""
+    was = net.training
+    net.eval()
+    pick = np.random.default_rng(seed).permutation(len(pairs))[:sentences]
+    counts = torch.zeros(quantizer.num_codes)
+    for start in range(0, len(pick), 64):
+        chosen = [pairs[i] for i in pick[start:start + 64]]
+        with rt.autocast():
+            hx, mx, hy, my = net(pad_batch([p[0] for p in chosen]).to(rt.device),
+                                 pad_batch([p[1] for p in chosen]).to(rt.device))
+        for h, m in ((hx, mx), (hy, my)):
+            counts += torch.bincount(quantizer.nearest(h)[~m].cpu(), minlength=quantizer.num_codes).float()
+    net.train(was)
+    p = counts / counts.sum().clamp(min=1)
+    entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+    return {"codes": quantizer.num_codes, "used": int((counts > 0).sum()), "perplexity": float(np.exp(entropy)),
+            "sentences": int(len(pick))}
 
 
 # -------------------------------------------------------------------- main --
@@ -759,12 +785,13 @@ def run_mbart(spec, src, tgt, args, run: StageRun, checkpoint_path, settings: di
     return finish(*result, args, f"mbart:{path}", run, aligned=aligned)
 
 
-def finish(quantizer, projection, history, args, encoder_name, run: StageRun | None = None,
+def finish(quantizer, projection, history, inference_usage, args, encoder_name, run: StageRun | None = None,
            aligned: dict | None = None) -> int:
     """Write sqs.pt (codebook, projection, usage) and stats.json and, where the flag
     asks for it, the aligned encoder (``aligned``: its weights after the alignment and
     what it reads with) to ``args.aligned_encoder_out``, which the sqs_target_codes stage
-    needs for H_y from the pre-aligned encoder (docs/method.md #26)."""
+    needs for H_y from the pre-aligned encoder (docs/method.md #26). ``inference_usage``:
+    the codes the encoder's states use without dropout (``usage_without_dropout``)."""
     rt = run.rt if run is not None else Runtime()
     if rt.world > 1:   # every rank counted its own share of the batches
         dist.all_reduce(quantizer.usage)
@@ -781,10 +808,18 @@ def finish(quantizer, projection, history, args, encoder_name, run: StageRun | N
                                          "projection": projection.to("cpu").state_dict(),
                                          "encoder": encoder_name, "statistics": stats})
         write_json(args.stats, {"encoder": encoder_name, "codebook_size": args.codebook_size, "dim": args.dim,
-                                "usage": stats, "first": history[0] if history else None,
+                                "usage": stats, "usage_without_dropout": inference_usage,
+                                "first": history[0] if history else None,
                                 "last": history[-1] if history else None,
                                 "history": history[:: max(len(history) // 50, 1)]})
-        logging.info("codebook: %d/%d codes used, perplexity %.1f", stats["used"], stats["codes"], stats["perplexity"])
+        logging.info("codebook: %d/%d codes used, perplexity %.1f (without dropout: %d used, perplexity %.1f)",
+                     stats["used"], stats["codes"], stats["perplexity"], inference_usage["used"],
+                     inference_usage["perplexity"])
+        if inference_usage["used"] < max(2, stats["codes"] // 10):
+            logging.warning("without dropout the aligned encoder's states use %d of %d codes: the encoder's "
+                            "states barely differ (an undertrained or collapsed encoder; for the embedded one, "
+                            "more pretrain_sqs.embedded.denoise_updates); the usage above counts dropout noise",
+                            inference_usage["used"], stats["codes"])
     if run is not None and run.checkpoint is not None:
         run.checkpoint.remove()
     return 0
