@@ -49,14 +49,14 @@ from torch import nn
 from tqdm import tqdm
 
 from aeqa_model.data.download import file_digest
-from aeqa_model.device import pick_device
 from aeqa_model.io import (EXIT_BAD_INPUT, EXIT_FAILED, InputError, OutputError, atomic_open, checksum_problem,
                            os_error_message, read_lines, write_json)
 from aeqa_model.models.base import masked_mean
 from aeqa_model.models.build import describe_nonfinite, nonfinite_entries
 from aeqa_model.models.sqs import SemanticQuantizer
 from aeqa_model.train.checkpoint import rng_state, save_checkpoint, set_rng_state
-from aeqa_model.train.trainer import DIVERGED_EXIT_CODE, RERUN_EXIT_CODE, SignalFlag, TrainingDiverged, amp_dtype
+from aeqa_model.train.runtime import (DIVERGED_EXIT_CODE, RERUN_EXIT_CODE, SignalFlag, TrainingDiverged, amp_dtype,
+                                     configure_logging, start_processes)
 
 MBART_REQUIRED = ("config.json", "sentencepiece.bpe.model")
 DEFAULT_SAVE_EVERY = 1000   # pretrain_sqs.save_every
@@ -210,17 +210,10 @@ class Runtime:
 def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
     """The device (``auto``: CUDA when torch sees a GPU), autocast, and the process
     group under torchrun (WORLD_SIZE > 1; NCCL on GPUs, gloo on CPUs)."""
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    dev = pick_device(device)  # InputError for a CUDA device where torch sees none
     if str(amp) == "fp16":
         raise InputError("pretrain_sqs.amp: fp16 is not supported (this stage has no loss scaling); "
                          "use auto, bf16 or none")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        if dev.type == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            dev = torch.device("cuda", local)
+    dev, rank, world = start_processes(device)  # InputError for a CUDA device where torch sees none
     return Runtime(dev, amp_dtype(amp, dev), rank, world)
 
 
@@ -589,8 +582,6 @@ def stage_file(output: str | Path, suffix: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Run the stage ``args.stage`` with aeqa_model.pretrain_sqs.cli's flags; returns the exit code
     (0 done, 75 checkpointed on a signal: rerun to resume, 2 bad input)."""
-    from aeqa_model.train.cli import configure_logging
-
     configure_logging(int(os.environ.get("RANK", "0")))
     log = logging.info
     if args.threads > 0:

@@ -28,8 +28,6 @@ targets use and how often neighbouring target positions share one.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import logging
 import sys
 from pathlib import Path

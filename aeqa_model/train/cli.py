@@ -24,7 +24,8 @@ from aeqa_model.io import EXIT_BAD_INPUT, EXIT_FAILED, InputError, os_error_mess
 from aeqa_model.models.build import describe_nonfinite, nonfinite_entries
 from aeqa_model.provenance import provenance
 from aeqa_model.train.checkpoint import save_checkpoint
-from aeqa_model.train.trainer import DIVERGED_EXIT_CODE, Trainer, TrainingDiverged
+from aeqa_model.train.runtime import DIVERGED_EXIT_CODE, TrainingDiverged, configure_logging
+from aeqa_model.train.trainer import Trainer
 
 WRITE_FAILED_EXIT_CODE = EXIT_FAILED  # a file could not be written or read (a full disk); rerun once fixed
 
@@ -50,17 +51,6 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--config-sha256", default="")
     return p.parse_args(argv)
-
-
-def configure_logging(rank: int) -> None:
-    """Under torchrun every rank runs this entry point; only rank 0 logs progress, the
-    others only warnings and errors, tagged with their rank, so the job log holds
-    each line once."""
-    if rank == 0:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    else:
-        logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s [rank {rank}] %(message)s")
-        logging.getLogger().setLevel(logging.WARNING)
 
 
 def main(argv=None) -> int:

@@ -18,37 +18,27 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import random
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
-from aeqa_model.device import pick_device
 from aeqa_model.data.download import file_digest
-from aeqa_model.io import EXIT_FAILED, EXIT_RERUN, InputError, OutputError, atomic_open
+from aeqa_model.io import InputError, OutputError, atomic_open
 from aeqa_model.models.base import LossTerm, total_loss
 from aeqa_model.models.build import build_model, describe_nonfinite, model_payload, nonfinite_entries
+# RERUN_EXIT_CODE and TrainingDiverged are also imported from here (the trainer's API)
+from aeqa_model.train.runtime import (RERUN_EXIT_CODE, SignalFlag, TrainingDiverged, amp_dtype, seed_everything,
+                                     start_processes)
 from aeqa_model.train.checkpoint import CheckpointManager, rng_restore, rng_snapshot, rng_state, setup_fingerprint
 from aeqa_model.train.schedule import inverse_sqrt_lr
 from aeqa_model.train.settings import DEFAULTS, TrainingSettings, averaging_problem, spec_value, update_freq
-
-RERUN_EXIT_CODE = EXIT_RERUN      # "interrupted after a checkpoint, rerun me" (io.py: the exit-code map)
-DIVERGED_EXIT_CODE = EXIT_FAILED  # the cli's exit code after TrainingDiverged
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss, the gradients or the weights stopped being finite; nothing poisoned was written."""
-
 
 @dataclass
 class TrainState:
@@ -60,33 +50,6 @@ class TrainState:
     skipped: int = 0           # updates skipped for a non-finite loss or gradient, in all
     nonfinite_streak: int = 0  # ... of them in a row, up to this update
     finished: bool = False     # reached max_updates: never resumed, a rerun trains anew
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-
-
-class SignalFlag:
-    """Records SIGUSR1/SIGTERM (SLURM's warning before the time limit) so the loop can
-    checkpoint at the next update boundary instead of dying mid-step."""
-
-    def __init__(self):
-        self.received: int | None = None
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-
-def amp_dtype(setting: str, device: torch.device):
-    if device.type != "cuda" or setting in ("none", False, None):
-        return None
-    if setting == "fp16":
-        return torch.float16
-    return torch.bfloat16  # auto / bf16
 
 
 def check_target_codes(model, train: ParallelCorpus, valid: ParallelCorpus | None) -> None:
@@ -114,16 +77,7 @@ class Trainer:
         self.spec = train_spec  # as given: checkpoints hold it, the setup fingerprint hashes it
         self.seed = seed
         self.log = log
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.device = pick_device(device)  # InputError for a CUDA device where torch sees none
-        if self.world > 1 and not dist.is_initialized():
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            dist.init_process_group(backend)
-            if self.device.type == "cuda":
-                local = int(os.environ.get("LOCAL_RANK", "0"))
-                torch.cuda.set_device(local)
-                self.device = torch.device("cuda", local)
+        self.device, self.rank, self.world = start_processes(device)  # InputError: CUDA where torch sees none
         seed_everything(seed)
         # Every setting at its declared default where the spec has none (train/settings.py).
         self.settings = settings = TrainingSettings.from_dict(train_spec)

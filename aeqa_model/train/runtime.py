@@ -1,0 +1,82 @@
+"""What every training loop of the pipeline shares (issue 28): the NAT/AT trainer
+(train/trainer.py) and the SQS pre-alignment (pretrain_sqs/pretrain.py) both start
+their device and process group, seed, catch SLURM's signals, pick the autocast type,
+log once per job and exit through the same codes with these. Neither imports the
+other; neither imports a CLI.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from aeqa_model.device import pick_device
+from aeqa_model.io import EXIT_FAILED, EXIT_RERUN
+
+RERUN_EXIT_CODE = EXIT_RERUN      # "interrupted after a checkpoint, rerun me" (io.py: the exit-code map)
+DIVERGED_EXIT_CODE = EXIT_FAILED  # a cli's exit code after TrainingDiverged
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss, the gradients or the weights stopped being finite; nothing poisoned was written."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+class SignalFlag:
+    """Records SIGUSR1/SIGTERM (SLURM's warning before the time limit) so the loop can
+    checkpoint at the next update boundary instead of dying mid-step."""
+
+    def __init__(self):
+        self.received: int | None = None
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+
+def amp_dtype(setting: str, device: torch.device):
+    """The autocast dtype of an ``amp`` setting on ``device``: none off CUDA; fp16, or
+    bf16 for auto/bf16."""
+    if device.type != "cuda" or setting in ("none", False, None):
+        return None
+    if setting == "fp16":
+        return torch.float16
+    return torch.bfloat16  # auto / bf16
+
+
+def start_processes(device: str = "auto") -> tuple[torch.device, int, int]:
+    """(device, rank, world) of this process: the device (``auto``: CUDA when torch sees
+    a GPU; an InputError for a CUDA device where torch sees none) and, under torchrun
+    (WORLD_SIZE > 1), the process group (NCCL on GPUs, gloo on CPUs) with this rank's
+    local GPU."""
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    dev = pick_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        if dev.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            dev = torch.device("cuda", local)
+    return dev, rank, world
+
+
+def configure_logging(rank: int) -> None:
+    """Under torchrun every rank runs the entry point; only rank 0 logs progress, the
+    others only warnings and errors, tagged with their rank, so the job log holds
+    each line once."""
+    if rank == 0:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    else:
+        logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s [rank {rank}] %(message)s")
+        logging.getLogger().setLevel(logging.WARNING)
