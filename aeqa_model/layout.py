@@ -13,20 +13,29 @@ from aeqa_model import config as cfgmod
 _D, _KD = "{RESULTS}/data/{dataset}", "{RESULTS}/data/{dataset}/kd/{direction}"
 _CELL = "{dataset}/{direction}/{data}/{model}"
 PATTERNS = {
+    "data": _D,  # a dataset's folder
     "manifest": f"{_D}/orig/manifest.json",
+    # a text file of a stage (orig, tok, bpe); split: train, valid, test, test.ref<i>
+    "text": f"{_D}/{{stage}}/{{split}}.{{lang}}",
     "tok_report": f"{_D}/tok/report.json",
     "bpe_codes": f"{_D}/bpe/codes",
     "bpe_done": f"{_D}/bpe/done.json",
+    "dict": f"{_D}/bin/dict.txt",  # the joint dictionary (an evaluation-only set uses its parent's)
+    "bin": f"{_D}/bin/{{split}}.{{lang}}",  # a binarized split's prefix (.bin/.idx)
     "bin_report": f"{_D}/bin/report.json",
     "kd_shard": f"{_KD}/shards/{{shard}}.tok",
     "kd_train": f"{_KD}/{{stage}}/train.{{side}}",  # stage: tok, bpe; side: src, tgt
     "kd_tok_report": f"{_KD}/tok/report.json",
+    "kd_bin": f"{_KD}/bin/train.{{side}}",  # the binarized KD corpus' prefix (.bin/.idx); side: src, tgt
     "kd_bin_report": f"{_KD}/bin/report.json",
     "sqs_encoder": "{RESULTS}/sqs/{dataset}/encoder.pt",
     "sqs_encoder_stats": "{RESULTS}/sqs/{dataset}/encoder_stats.json",
     # a model entry's sqs_align_updates: a pre-alignment of its own length (_A<updates>)
     "sqs": "{RESULTS}/sqs/{dataset}/K{k}_D{dim}/{file}",  # file: sqs.pt, stats.json
     "sqs_variant": "{RESULTS}/sqs/{dataset}/K{k}_D{dim}_A{align}/{file}",
+    # a file of either (sqs.pt, aligned_encoder.pt), by its directory's name: variant is
+    # K{k}_D{dim} or K{k}_D{dim}_A{align} (what sqs_target_codes reads)
+    "sqs_file": "{RESULTS}/sqs/{dataset}/{variant}/{file}",
     # the pre-aligned encoder's code of each target token (h_y_encoder: pretrained); variant:
     # the directory of the sqs.pt it is made with (K{k}_D{dim} or K{k}_D{dim}_A{align})
     "sqs_codes": "{RESULTS}/sqs/{dataset}/{variant}/codes/{direction}.{data}/report.json",
@@ -61,7 +70,7 @@ class RunLayout:
 
     # --------------------------------------------------- data of a dataset --
     def data_dir(self, dataset: str) -> str:
-        return f"{self.results}/data/{dataset}"
+        return self.path("data", dataset=dataset)
 
     def model_dataset(self, dataset: str) -> str:
         """The dataset whose models, BPE codes and dictionary serve ``dataset``
@@ -69,7 +78,7 @@ class RunLayout:
         return self.datasets[dataset].get("evaluation_of", dataset)
 
     def dict_path(self, dataset: str) -> str:
-        return f"{self.data_dir(self.model_dataset(dataset))}/bin/dict.txt"
+        return self.path("dict", dataset=self.model_dataset(dataset))
 
     def splits_of(self, dataset: str) -> list[str]:
         return ["test"] if dataset in self.eval_only else ["train", "valid", "test"]
@@ -78,16 +87,24 @@ class RunLayout:
         extra = self.datasets[dataset].get("extra_references")
         if not extra:
             return []
-        return [f"{self.data_dir(dataset)}/{stage}/test.ref{i}.{extra['lang']}" for i in range(1, extra["count"] + 1)]
+        return [self.text_file(dataset, stage, f"test.ref{i}", extra["lang"]) for i in range(1, extra["count"] + 1)]
 
-    def text_files(self, dataset: str, stage: str) -> list[str]:
-        """Every text file of a stage (tok or bpe) of a dataset, extra references included."""
+    def text_file(self, dataset: str, stage: str, split: str, lang: str) -> str:
+        """One text file of a stage (orig, tok or bpe) of a dataset."""
+        return self.path("text", dataset=dataset, stage=stage, split=split, lang=lang)
+
+    def text_files(self, dataset: str, stage: str, splits: list[str] | None = None,
+                   references: bool = True) -> list[str]:
+        """The text files of a stage (tok or bpe) of a dataset, split by split and language
+        by language: of every split (or of ``splits``), extra references included unless
+        ``references`` is False."""
         langs = self.datasets[dataset]["langs"]
-        files = [f"{self.data_dir(dataset)}/{stage}/{s}.{lang}" for s in self.splits_of(dataset) for lang in langs]
-        return files + self.extra_reference_files(dataset, stage)
+        splits = self.splits_of(dataset) if splits is None else splits
+        files = [self.text_file(dataset, stage, split, lang) for split in splits for lang in langs]
+        return files + (self.extra_reference_files(dataset, stage) if references else [])
 
     def bin_prefix(self, dataset: str, split: str, lang: str) -> str:
-        return f"{self.data_dir(dataset)}/bin/{split}.{lang}"
+        return self.path("bin", dataset=dataset, split=split, lang=lang)
 
     # ------------------------------------------------------ models and cells --
     def model_sqs_path(self, dataset: str, model: str) -> str:

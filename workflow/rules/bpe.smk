@@ -15,7 +15,7 @@ rule bpe:
     params:
         python=PYTHON,
         merges=lambda wc: DATASETS[wc.dataset].get("bpe", {}).get("merges", 40000),
-        train=lambda wc: [f"{data_dir(wc.dataset)}/tok/train.{l}" for l in langs(wc.dataset)],
+        train=lambda wc: text_files(wc.dataset, "tok", splits=["train"], references=False),
         inputs=lambda wc: text_files(wc.dataset, "tok"),
         outputs=lambda wc: text_files(wc.dataset, "bpe"),
     log:
@@ -62,9 +62,9 @@ rule binarize:
     params:
         python=PYTHON,
         dictionary=lambda wc: dict_path(wc.dataset),
-        build=lambda wc: [] if wc.dataset in EVAL_ONLY else ["--build-dict-from"] + [
-            f"{data_dir(wc.dataset)}/bpe/train.{l}" for l in langs(wc.dataset)],
-        inputs=lambda wc: [f"{data_dir(wc.dataset)}/bpe/{s}.{l}" for s in splits_of(wc.dataset) for l in langs(wc.dataset)],
+        build=lambda wc: [] if wc.dataset in EVAL_ONLY else ["--build-dict-from"] + text_files(
+            wc.dataset, "bpe", splits=["train"], references=False),
+        inputs=lambda wc: text_files(wc.dataset, "bpe", references=False),
         prefixes=lambda wc: [bin_prefix(wc.dataset, s, l) for s in splits_of(wc.dataset) for l in langs(wc.dataset)],
     log:
         f"{RESULTS}/logs/binarize/{{dataset}}.log",
@@ -107,8 +107,9 @@ rule binarize_kd:
         report=path("kd_bin_report"),
     params:
         python=PYTHON,
-        dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",
-        prefix=lambda wc: f"{data_dir(wc.dataset)}/kd/{wc.direction}/bin/train",
+        dictionary=lambda wc: dict_path(wc.dataset),
+        prefixes=lambda wc: [path("kd_bin", dataset=wc.dataset, direction=wc.direction, side=side)
+                             for side in ("src", "tgt")],
     log:
         f"{RESULTS}/logs/binarize_kd/{{dataset}}.{{direction}}.log",
     threads: stage_threads("binarize", 1)
@@ -116,4 +117,4 @@ rule binarize_kd:
         **stage_resources("binarize", mem_mb=8000, runtime=120, cpus=1),
     shell:
         "exec {params.python:q} -m aeqa_model.binarize.cli --dict {params.dictionary:q} --inputs {input.src:q} {input.tgt:q}"
-        " --prefixes {params.prefix:q}.src {params.prefix:q}.tgt --report {output.report:q} > {log:q} 2>&1"
+        " --prefixes {params.prefixes:q} --report {output.report:q} > {log:q} 2>&1"

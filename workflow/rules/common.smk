@@ -111,7 +111,7 @@ def stage_threads(stage, cpus=None):
 # rule's output: declares, with its wildcards; path(pattern, dataset=..., ...) fills
 # them in for an input function. LAYOUT knows the files of a dataset, model or output.
 path, data_dir, model_dataset, dict_path = LAYOUT.path, LAYOUT.data_dir, LAYOUT.model_dataset, LAYOUT.dict_path
-splits_of, text_files, bin_prefix = LAYOUT.splits_of, LAYOUT.text_files, LAYOUT.bin_prefix
+splits_of, text_file, text_files, bin_prefix = LAYOUT.splits_of, LAYOUT.text_file, LAYOUT.text_files, LAYOUT.bin_prefix
 extra_reference_files, model_sqs_path, model_path = LAYOUT.extra_reference_files, LAYOUT.model_sqs_path, LAYOUT.model_path
 decoding_name, metrics_path = LAYOUT.decoding_name, LAYOUT.metrics_path
 paper_outputs, paper_file, output_metrics = LAYOUT.paper_outputs, LAYOUT.paper_file, LAYOUT.output_metrics
@@ -155,7 +155,7 @@ def target_text(wc):
     """The BPE text of the targets a cell trains on: the dataset's, or the distilled ones."""
     if wc.data == "kd":
         return path("kd_train", dataset=wc.dataset, direction=wc.direction, stage="bpe", side="tgt")
-    return f"{data_dir(wc.dataset)}/bpe/train.{src_tgt(wc.direction)[1]}"
+    return text_file(wc.dataset, "bpe", "train", src_tgt(wc.direction)[1])
 
 
 def sqs_inputs(wc):
@@ -173,14 +173,14 @@ def sqs_inputs(wc):
 
 def train_params(wc):
     s, t = src_tgt(wc.direction)
-    kd = f"{data_dir(wc.dataset)}/kd/{wc.direction}/bin/train"
+    kd = {side: path("kd_bin", dataset=wc.dataset, direction=wc.direction, side=side) for side in ("src", "tgt")}
     return {
         "model_spec": jq(MODELS[wc.model]),
         "train_spec": jq(train_spec(wc.model, wc.dataset)),
         "sizes": jq(aeqa_model.config.size_entry(config, MODELS[wc.model])),
-        "dict": f"{data_dir(wc.dataset)}/bin/dict.txt",
-        "train_src": f"{kd}.src" if data_of(wc) == "kd" else bin_prefix(wc.dataset, "train", s),
-        "train_tgt": f"{kd}.tgt" if data_of(wc) == "kd" else bin_prefix(wc.dataset, "train", t),
+        "dict": dict_path(wc.dataset),
+        "train_src": kd["src"] if data_of(wc) == "kd" else bin_prefix(wc.dataset, "train", s),
+        "train_tgt": kd["tgt"] if data_of(wc) == "kd" else bin_prefix(wc.dataset, "train", t),
         "valid_src": bin_prefix(wc.dataset, "valid", s),
         "valid_tgt": bin_prefix(wc.dataset, "valid", t),
         "sqs": sqs_inputs(wc),
@@ -250,7 +250,7 @@ def distill_shards(wc):
 def eval_text(wc, stage, side):
     """The test split's text of one side (src, tgt) at a stage (tok, orig)."""
     lang = src_tgt(wc.direction)[0 if side == "src" else 1]
-    return f"{data_dir(wc.dataset)}/{stage}/{config['evaluate']['test_split']}.{lang}"
+    return text_file(wc.dataset, stage, config["evaluate"]["test_split"], lang)
 
 
 def eval_cell(wc):

@@ -13,7 +13,7 @@ rule distill_shard:
         shard=path("kd_shard"),
     params:
         python=PYTHON,
-        dictionary=lambda wc: f"{data_dir(wc.dataset)}/bin/dict.txt",
+        dictionary=lambda wc: dict_path(wc.dataset),
         src=lambda wc: bin_prefix(wc.dataset, "train", src_tgt(wc.direction)[0]),
         tgt=lambda wc: bin_prefix(wc.dataset, "train", src_tgt(wc.direction)[1]),
         tgt_lang=lambda wc: src_tgt(wc.direction)[1],
@@ -48,8 +48,8 @@ rule distill_gather:
         report=path("kd_tok_report"),
     params:
         python=PYTHON,
-        src=lambda wc: f"{data_dir(wc.dataset)}/tok/train.{src_tgt(wc.direction)[0]}",
-        ref=lambda wc: f"{data_dir(wc.dataset)}/tok/train.{src_tgt(wc.direction)[1]}",
+        src=lambda wc: text_file(wc.dataset, "tok", "train", src_tgt(wc.direction)[0]),
+        ref=lambda wc: text_file(wc.dataset, "tok", "train", src_tgt(wc.direction)[1]),
     log:
         f"{RESULTS}/logs/distill_gather/{{dataset}}.{{direction}}.log",
     threads: stage_threads("distill_gather", 1)

@@ -15,8 +15,8 @@ rule pretrain_sqs_encoder:
     params:
         python=PYTHON,
         spec=jq(aeqa_model.config.encoder_stage_spec(config)),
-        src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
-        tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
+        src=lambda wc: text_file(wc.dataset, "orig", "train", langs(wc.dataset)[0]),
+        tgt=lambda wc: text_file(wc.dataset, "orig", "train", langs(wc.dataset)[1]),
         seed=config["seed"],
         device=config.get("device", "auto"),
         launcher=lambda wc, resources: launcher(resources),
@@ -47,8 +47,8 @@ rule pretrain_sqs:
     params:
         python=PYTHON,
         spec=jq(config["pretrain_sqs"]),
-        src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
-        tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
+        src=lambda wc: text_file(wc.dataset, "orig", "train", langs(wc.dataset)[0]),
+        tgt=lambda wc: text_file(wc.dataset, "orig", "train", langs(wc.dataset)[1]),
         seed=config["seed"],
         device=config.get("device", "auto"),
         launcher=lambda wc, resources: launcher(resources),
@@ -81,8 +81,8 @@ use rule pretrain_sqs as pretrain_sqs_variant with:
     params:
         python=PYTHON,
         spec=lambda wc: jq({**config["pretrain_sqs"], "align_updates": int(wc.align)}),
-        src=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[0]}",
-        tgt=lambda wc: f"{data_dir(wc.dataset)}/orig/train.{langs(wc.dataset)[1]}",
+        src=lambda wc: text_file(wc.dataset, "orig", "train", langs(wc.dataset)[0]),
+        tgt=lambda wc: text_file(wc.dataset, "orig", "train", langs(wc.dataset)[1]),
         seed=config["seed"],
         device=config.get("device", "auto"),
         launcher=lambda wc, resources: launcher(resources),
@@ -99,8 +99,8 @@ use rule pretrain_sqs as pretrain_sqs_variant with:
 # targets a model trains on (raw or KD).
 rule sqs_target_codes:
     input:
-        sqs="{RESULTS}/sqs/{dataset}/{variant}/sqs.pt".replace("{RESULTS}", RESULTS),
-        aligned="{RESULTS}/sqs/{dataset}/{variant}/aligned_encoder.pt".replace("{RESULTS}", RESULTS),
+        sqs=path("sqs_file", file="sqs.pt"),
+        aligned=path("sqs_file", file="aligned_encoder.pt"),
         # the raw BPE text is made under bpe_done; the distilled one is an output of its own
         bpe=lambda wc: path("bpe_done", dataset=wc.dataset),
         kd=lambda wc: [target_text(wc)] if wc.data == "kd" else [],
@@ -112,7 +112,7 @@ rule sqs_target_codes:
     params:
         python=PYTHON,
         train_tgt=target_text,
-        valid_tgt=lambda wc: f"{data_dir(wc.dataset)}/bpe/valid.{src_tgt(wc.direction)[1]}",
+        valid_tgt=lambda wc: text_file(wc.dataset, "bpe", "valid", src_tgt(wc.direction)[1]),
         out_dir=lambda wc, output: str(Path(output.report).parent),
         device=config.get("device", "auto"),
     log:
