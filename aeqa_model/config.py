@@ -474,7 +474,7 @@ def check_resources(cfg: dict) -> None:
 DOWNLOAD_KEYS = ("recipe", "langs", "sources", "recipe_options")
 # pretrain_sqs keys only the alignment stage reads: editing them leaves the
 # (shared, expensive) denoising encoder alone.
-ALIGN_ONLY_KEYS = ("align_updates", "alpha", "ema_decay", "batch_size")
+ALIGN_ONLY_KEYS = ("align_updates", "alpha", "ema_decay", "batch_size", "align_denoise_weight")
 
 
 def download_spec(dataset: dict) -> dict:

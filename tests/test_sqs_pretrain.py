@@ -188,3 +188,23 @@ def test_mbart_encoder_path_runs_both_stages_and_resumes(corpus, tmp_path, monke
     assert torch.equal(outs["whole"]["codebook"], outs["stopped"]["codebook"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+
+
+def test_alignment_can_keep_the_denoising_task(corpus, tmp_path):
+    """align_denoise_weight > 0 (docs/method.md #28): L = L_AL + w L_denoise, logged per
+    update; the batches are those of w = 0 (the noise has a stream of its own), and the
+    mBART stage refuses it (it loads no decoder)."""
+    assert cli.main(argv(corpus, tmp_path, "encoder")) == 0
+    plain, tasked = tmp_path / "plain", tmp_path / "tasked"
+    for out, spec in ((plain, SPEC), (tasked, {**SPEC, "align_denoise_weight": 1.0})):
+        args = argv(corpus, tmp_path, "align", spec=spec)
+        args[args.index("--out") + 1] = str(out / "sqs.pt")
+        args[args.index("--stats") + 1] = str(out / "stats.json")
+        assert cli.main(args) == 0
+    rows = (tasked / "sqs_log.csv").read_text().splitlines()
+    assert rows[0] == "update,lr,L_a,L_x,L_AL,L_denoise" and len(rows) == 1 + SPEC["align_updates"]
+    assert all(float(r.split(",")[-1]) > 0 for r in rows[1:])
+    first = [json.loads((o / "stats.json").read_text())["first"] for o in (plain, tasked)]
+    assert first[0] == first[1]   # update 1 sees the same batch and the same weights
+    mbart = {**SPEC, "encoder": "mbart", "mbart_path": str(tmp_path), "align_denoise_weight": 1.0}
+    assert cli.main(argv(corpus, tmp_path / "m", "align", spec=mbart)) == 2

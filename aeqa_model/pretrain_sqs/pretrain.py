@@ -64,7 +64,8 @@ FLUSH_EVERY = 50            # updates between moving the logged losses from the 
 # The spec keys each stage's result depends on: a checkpoint written under other
 # values (a config edit) is set aside, not resumed. save_every is not among them.
 STAGE_KEYS = {"encoder": ("encoder", "embedded", "lr", "amp"),
-              "align": ("encoder", "mbart_path", "align_updates", "alpha", "ema_decay", "lr", "batch_size", "amp")}
+              "align": ("encoder", "mbart_path", "align_updates", "alpha", "ema_decay", "lr", "batch_size", "amp",
+                        "align_denoise_weight")}
 
 
 # ----------------------------------------------------------------- noising --
@@ -396,19 +397,32 @@ class AlignNet(nn.Module):
     ``forward(x, y)`` returns the projected states (fp32) and padding masks of both
     sides; one module, so DDP sees every trained parameter."""
 
-    def __init__(self, encoder: nn.Module, projection: nn.Linear, encode: Callable):
+    def __init__(self, encoder: nn.Module, projection: nn.Linear, encode: Callable, task: nn.Module | None = None):
         super().__init__()
         self.encoder, self.projection = encoder, projection
         self.encode = encode   # (encoder, ids) -> (states, padding mask)
+        self.task = task       # the denoising model around the same encoder (align_denoise_weight > 0)
 
     def states(self, ids):
         h, mask = self.encode(self.encoder, ids)
         return h, mask
 
-    def forward(self, x, y):
+    def forward(self, x, y, denoise: tuple | None = None):
         hx, mx = self.states(x)
         hy, my = self.states(y)
-        return self.projection(hx).float(), mx, self.projection(hy).float(), my
+        task_loss = self.task(*denoise) if denoise is not None else None
+        return self.projection(hx).float(), mx, self.projection(hy).float(), my, task_loss
+
+
+def noised_batch(sentences: list[list[int]], rng: np.random.Generator, dictionary) -> tuple[torch.Tensor, ...]:
+    """(noised source, decoder input, clean target) of mBART denoising for sentences of
+    dictionary ids: each cut to 60 tokens and noised by ``mbart_noise``."""
+    clean = [s[:60] for s in sentences]
+    src = pad_batch([mbart_noise(s, rng, dictionary.mask) for s in clean])
+    tgt = pad_batch(clean)
+    prev = torch.cat([torch.full_like(tgt[:, :1], dictionary.bos), tgt[:, :-1]], dim=1)
+    prev = prev.masked_fill(prev.eq(dictionary.eos) & tgt.eq(0), 0)
+    return src, prev, tgt
 
 
 def denoise_pretrain(encoder: EmbeddedEncoder, sentences: list[list[int]], updates: int, lr: float,
@@ -474,18 +488,27 @@ def denoise_pretrain(encoder: EmbeddedEncoder, sentences: list[list[int]], updat
 
 def align(encoder: nn.Module, encode: Callable, dim_in: int, pairs: list[tuple[list[int], list[int]]], codes: int,
           dim: int, updates: int, alpha: float, decay: float, lr: float, batch_size: int, seed: int, log,
-          run: StageRun | None = None, find_unused: bool = False):
+          run: StageRun | None = None, find_unused: bool = False, denoiser: nn.Module | None = None,
+          denoise_weight: float = 0.0):
     """Eq. 16-18 with the EMA codebook of Eq. 6. ``encode(encoder, ids)`` gives the
     encoder states and padding mask of a padded batch. Returns (quantizer, projection,
-    history), or None when a signal stopped it (after a checkpoint). ``find_unused``:
-    under DDP, some encoder parameters may get no gradient (mBART's layer drop)."""
+    history, usage without dropout), or None when a signal stopped it (after a
+    checkpoint). ``find_unused``: under DDP, some encoder parameters may get no gradient
+    (mBART's layer drop).
+
+    ``denoise_weight`` > 0 adds the encoder's own denoising loss (``denoiser``, a
+    DenoiseNet around the same encoder) on the batch's sentences of both sides:
+    L = L_AL + w L_denoise (docs/method.md #28). L_AL alone lets the encoder collapse:
+    every state on one point minimises Eq. 17 and 18."""
     run = run or StageRun()
     rt = run.rt
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     projection = nn.Linear(dim_in, dim)
     quantizer = SemanticQuantizer(codes, dim, decay=decay)
-    net = AlignNet(encoder, projection, encode).to(rt.device)
+    net = AlignNet(encoder, projection, encode, denoiser if denoise_weight > 0 else None).to(rt.device)
+    # the denoising noise has its own stream: the batches are the same with and without it
+    noise_rng = np.random.default_rng([seed, 1, rt.rank])
     quantizer.to(rt.device)
     if run.resume is None:
         # Start the codebook on projected target states so no code begins far from the data.
@@ -499,15 +522,22 @@ def align(encoder: nn.Module, encode: Callable, dim_in: int, pairs: list[tuple[l
             pick = torch.randint(len(states), (codes,), generator=torch.Generator().manual_seed(seed))
             quantizer.codebook.data.copy_(states[pick.to(states.device)])
             quantizer.ema_sum.copy_(states[pick.to(states.device)])
-    opt = torch.optim.AdamW(list(encoder.parameters()) + list(projection.parameters()), lr=lr, weight_decay=0.01)
+    trained_params = list(encoder.parameters()) + list(projection.parameters())
+    if net.task is not None:   # the denoiser's own parameters (its decoder), once each
+        known = {id(p) for p in trained_params}
+        trained_params += [p for p in net.task.parameters() if id(p) not in known]
+    opt = torch.optim.AdamW(trained_params, lr=lr, weight_decay=0.01)
     trained = rt.wrap(net, find_unused)
-    stage = StageLog(run.csv_path, ("L_a", "L_x", "L_AL"), rt, "pretrain_sqs align", updates)
+    names = ("L_a", "L_x", "L_AL") + (("L_denoise",) if net.task is not None else ())
+    stage = StageLog(run.csv_path, names, rt, "pretrain_sqs align", updates)
     start = 0
     if run.resume is not None:
         net.load_state_dict(run.resume["net"])
         quantizer.load_state_dict(run.resume["quantizer"])
         opt.load_state_dict(run.resume["optimizer"])
         rng.bit_generator.state = run.resume["np_rng"]
+        if "noise_rng" in run.resume:
+            noise_rng.bit_generator.state = run.resume["noise_rng"]
         rt.restore_rng(run.resume["rng"])
         start = int(run.resume["update"])
     stage.start(run.resume["rows"] if run.resume is not None else [])
@@ -517,8 +547,12 @@ def align(encoder: nn.Module, encode: Callable, dim_in: int, pairs: list[tuple[l
         ids = rt.shard(rng.integers(0, len(pairs), size=batch_size))
         x = pad_batch([pairs[i][0] for i in ids]).to(rt.device)
         y = pad_batch([pairs[i][1] for i in ids]).to(rt.device)
+        denoise = None
+        if net.task is not None:
+            sides = [pairs[i][0] for i in ids] + [pairs[i][1] for i in ids]
+            denoise = tuple(t.to(rt.device) for t in noised_batch(sides, noise_rng, net.task.at.dictionary))
         with rt.autocast():
-            hx, mx, hy, my = trained(x, y)                                # fp32 from here on
+            hx, mx, hy, my, task_loss = trained(x, y, denoise)            # fp32 from here on
         qx, qy = quantizer(hx, mx), quantizer(hy, my)
         zbar_x = masked_mean(qx.straight, mx)                            # z_q-bar(H_x), grads reach H_x
         zbar_y = masked_mean(qy.codes, my)
@@ -526,12 +560,16 @@ def align(encoder: nn.Module, encode: Callable, dim_in: int, pairs: list[tuple[l
         keep_x = (~mx).float()
         l_x = ((hx - qx.codes.detach()).pow(2).mean(-1) * keep_x).sum() / keep_x.sum()  # Eq. 18
         loss = l_a + alpha * l_x                                         # Eq. 16
+        values = [l_a, l_x, loss]
+        if task_loss is not None:                                        # the fine-tuning task (#28)
+            loss = loss + denoise_weight * task_loss.float()
+            values.append(task_loss.float())
         opt.zero_grad()
         loss.backward()
         opt.step()
         with torch.no_grad():                                            # Eq. 6: the source states H_x
             quantizer.ema_update(hx.detach(), qx.indices, mx)
-        stage.add(step + 1, lr, torch.stack([l_a, l_x, loss]))
+        stage.add(step + 1, lr, torch.stack([v.detach() for v in values]))
         if (step + 1) % every == 0:
             stage.flush()
             last = stage.rows[-1]
@@ -539,7 +577,8 @@ def align(encoder: nn.Module, encode: Callable, dim_in: int, pairs: list[tuple[l
                 f"L_x {last['L_x']:.4f}), codes used {quantizer.statistics()['used']}")
         if run.after_update(step + 1, updates, stage, lambda: {
                 "stage": "align", "net": net.state_dict(), "quantizer": quantizer.state_dict(),
-                "optimizer": opt.state_dict(), "np_rng": rng.bit_generator.state}):
+                "optimizer": opt.state_dict(), "np_rng": rng.bit_generator.state,
+                "noise_rng": noise_rng.bit_generator.state}):
             return None
     stage.close()
     history = [{"update": r["update"], "L_a": r["L_a"], "L_x": r["L_x"], "L_AL": r["L_AL"]} for r in stage.rows]
@@ -561,7 +600,7 @@ def usage_without_dropout(net: AlignNet, quantizer: SemanticQuantizer, pairs: li
     for start in range(0, len(pick), 64):
         chosen = [pairs[i] for i in pick[start:start + 64]]
         with rt.autocast():
-            hx, mx, hy, my = net(pad_batch([p[0] for p in chosen]).to(rt.device),
+            hx, mx, hy, my, _ = net(pad_batch([p[0] for p in chosen]).to(rt.device),
                                  pad_batch([p[1] for p in chosen]).to(rt.device))
         for h, m in ((hx, mx), (hy, my)):
             counts += torch.bincount(quantizer.nearest(h)[~m].cpu(), minlength=quantizer.num_codes).float()
@@ -732,9 +771,11 @@ def align_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> in
     run.checkpoint = StageCheckpoint(checkpoint_path, fingerprint("align", spec, encoder_file=file_digest(encoder_path),
                                                                   **settings), rt, log)
     run.resume = run.checkpoint.load(required=("net", "quantizer"))
+    weight = float(spec.get("align_denoise_weight", 0.0))
     result = align(encoder.model.encoder, lambda module, ids: module(ids), encoder.dim, pairs, args.codebook_size,
                    args.dim, int(spec["align_updates"]), float(spec.get("alpha", 0.5)),
-                   float(spec.get("ema_decay", 0.99)), float(spec["lr"]), batch_size, args.seed, log, run)
+                   float(spec.get("ema_decay", 0.99)), float(spec["lr"]), batch_size, args.seed, log, run,
+                   denoiser=DenoiseNet(encoder.model), denoise_weight=weight)
     if result is None:
         return RERUN_EXIT_CODE
     aligned = {"kind": "embedded", "state_dict": encoder.state_dict(), "vocab_size": payload["vocab_size"],
@@ -751,6 +792,9 @@ def run_mbart(spec, src, tgt, args, run: StageRun, checkpoint_path, settings: di
               "(pip install transformers)", file=sys.stderr)
         return EXIT_BAD_INPUT
     path = check_mbart_dir(spec["mbart_path"])
+    if float(spec.get("align_denoise_weight", 0.0)) > 0:
+        raise InputError("pretrain_sqs.align_denoise_weight > 0 needs encoder: embedded (the mBART stage loads "
+                         "mBART's encoder only, not the decoder its denoising needs); set it to 0")
     tokenizer = MBartTokenizer.from_pretrained(str(path), local_files_only=True)
     mbart = MBartModel.from_pretrained(str(path), local_files_only=True).get_encoder()
     pad_id = tokenizer.pad_token_id
