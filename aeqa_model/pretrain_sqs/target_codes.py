@@ -101,7 +101,7 @@ class PretrainedTargetEncoder:
     def _init_embedded(self, payload: dict) -> None:
         import sentencepiece as spm
 
-        from aeqa_model.pretrain_sqs.pretrain import EmbeddedEncoder
+        from aeqa_model.pretrain_sqs.encoders import EmbeddedEncoder
 
         encoder = EmbeddedEncoder(payload["vocab_size"], payload["spec"])
         encoder.load_state_dict(payload["state_dict"])
@@ -115,7 +115,7 @@ class PretrainedTargetEncoder:
     def _init_mbart(self, payload: dict) -> None:
         import sentencepiece as spm
 
-        from aeqa_model.pretrain_sqs.pretrain import check_mbart_dir
+        from aeqa_model.pretrain_sqs.encoders import check_mbart_dir
         try:
             from transformers import MBartModel, MBartTokenizer
         except ImportError:

@@ -1,5 +1,5 @@
 """What every training loop of the pipeline shares (issue 28): the NAT/AT trainer
-(train/trainer.py) and the SQS pre-alignment (pretrain_sqs/pretrain.py) both start
+(train/trainer.py) and the SQS pre-alignment (pretrain_sqs/) both start
 their device and process group, seed, catch SLURM's signals, pick the autocast type,
 log once per job and exit through the same codes with these. Neither imports the
 other; neither imports a CLI.

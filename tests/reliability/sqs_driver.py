@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
-from aeqa_model.pretrain_sqs import cli, pretrain  # noqa: E402
+from aeqa_model.pretrain_sqs import cli, pretrain, stage  # noqa: E402
 from aeqa_model.io import atomic_open  # noqa: E402
 
 
@@ -69,7 +69,8 @@ def install(fault: str) -> None:
                     die()
             return save(path, payload)
 
-        pretrain.save_checkpoint = killing_save
+        # the stage's checkpoints (stage.py) and its outputs (pretrain.py) both count
+        pretrain.save_checkpoint = stage.save_checkpoint = killing_save
     elif fault:
         raise SystemExit(f"unknown AEQA_FAULT {fault!r}")
 
