@@ -37,7 +37,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aeqa_model"
 
 # top-level module or subpackage of aeqa_model (or one module, "package.module") -> its layer
 LAYER_OF = {
-    "__init__": "base", "io": "base", "provenance": "base", "device": "base", "gpu_slots": "base",
+    "__init__": "base", "io": "base", "declared": "base", "provenance": "base", "device": "base", "gpu_slots": "base",
     "data": "data",
     "models": "models",
     "decode": "decode",

@@ -33,9 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import get_type_hints
 
+from aeqa_model.declared import field_schemas
+
 # How a value of a field's type is read from a config entry (as the models always did).
 CASTS = {float: float, int: int, bool: bool}
-SCHEMA_TYPES = {float: "number", int: "integer", bool: "boolean", str: "string"}
 
 
 def option(default, help: str, *, choices=None, schema: dict | None = None, workflow: bool = False):
@@ -78,15 +79,4 @@ class ModelOptions:
     @classmethod
     def schema_of(cls) -> dict[str, dict]:
         """The JSON schema of every option (for the config's model entries)."""
-        hints = get_type_hints(cls)
-        out = {}
-        for f in fields(cls):
-            meta = f.metadata
-            schema = {"description": meta["help"]}
-            if meta["choices"]:
-                schema["enum"] = list(meta["choices"])
-            elif hints[f.name] in SCHEMA_TYPES:
-                schema["type"] = SCHEMA_TYPES[hints[f.name]]
-            schema.update(meta["schema"])
-            out[f.name] = schema
-        return out
+        return field_schemas(cls)

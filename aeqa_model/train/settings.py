@@ -40,14 +40,13 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Mapping, get_type_hints
 
+from aeqa_model.declared import field_schemas
 from aeqa_model.io import InputError
 
 # How a value of a field's type is read from a spec (as the trainer always did: int(),
 # float(), tuple(); strings as they are, so that amp: none / false keep their meaning).
 CASTS = {int: int, float: float, bool: bool, tuple[float, float]: tuple,
          int | None: lambda value: None if value is None else int(value)}
-SCHEMA_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", tuple[float, float]: "array",
-                int | None: "integer"}
 
 POSINT = {"minimum": 1}   # on an integer: the schema's $defs.posint
 NONNEG = {"minimum": 0}   # on a number: the schema's $defs.nonneg
@@ -152,18 +151,7 @@ def schema() -> dict:
     closed (a typo is an unknown key), each key's schema from its type or choices, refined
     by its ``schema`` keywords, its help line as the description. No key is required in
     it (module docstring)."""
-    hints = get_type_hints(TrainingSettings)
-    properties = {}
-    for f in fields(TrainingSettings):
-        meta = f.metadata
-        entry = {"description": meta["help"]}
-        if meta["choices"]:
-            entry["enum"] = list(meta["choices"])
-        elif hints[f.name] in SCHEMA_TYPES:
-            entry["type"] = SCHEMA_TYPES[hints[f.name]]
-        entry.update(meta["schema"])
-        properties[f.name] = entry
-    return {"type": "object", "additionalProperties": False, "properties": properties}
+    return {"type": "object", "additionalProperties": False, "properties": field_schemas(TrainingSettings)}
 
 
 DEFAULTS = TrainingSettings.defaults()

@@ -1,0 +1,30 @@
+"""JSON schemas from declared settings: the one rule that turns a dataclass of declared
+fields (model options, models/options.py; training settings, train/settings.py) into
+the config schema's entries. Each field carries ``help``, ``choices`` and ``schema`` in
+its metadata; its type gives the JSON type unless ``choices`` list the values.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import get_type_hints
+
+SCHEMA_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", tuple[float, float]: "array",
+                int | None: "integer"}
+
+
+def field_schemas(cls) -> dict[str, dict]:
+    """The JSON schema of every field of the dataclass ``cls``: its help line as the
+    description, ``enum`` from its choices or ``type`` from its type, refined by its
+    ``schema`` keywords."""
+    hints = get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        meta = f.metadata
+        schema = {"description": meta["help"]}
+        if meta["choices"]:
+            schema["enum"] = list(meta["choices"])
+        elif hints[f.name] in SCHEMA_TYPES:
+            schema["type"] = SCHEMA_TYPES[hints[f.name]]
+        schema.update(meta["schema"])
+        out[f.name] = schema
+    return out
