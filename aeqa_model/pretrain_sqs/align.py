@@ -82,17 +82,8 @@ def align(encoder: nn.Module, encode: Callable, dim_in: int, pairs: list[tuple[l
     trained = rt.wrap(net, find_unused)
     names = ("L_a", "L_x", "L_AL") + (("L_denoise",) if net.task is not None else ())
     stage = StageLog(run.csv_path, names, rt, "pretrain_sqs align", updates)
-    start = 0
-    if run.resume is not None:
-        net.load_state_dict(run.resume["net"])
-        quantizer.load_state_dict(run.resume["quantizer"])
-        opt.load_state_dict(run.resume["optimizer"])
-        rng.bit_generator.state = run.resume["np_rng"]
-        if "noise_rng" in run.resume:
-            noise_rng.bit_generator.state = run.resume["noise_rng"]
-        rt.restore_rng(run.resume["rng"])
-        start = int(run.resume["update"])
-    stage.start(run.resume["rows"] if run.resume is not None else [])
+    start = run.resume_into({"net": net, "quantizer": quantizer, "optimizer": opt},
+                            {"np_rng": rng, "noise_rng": noise_rng}, stage)
     quantizer.train()
     every = max(updates // 5, 1)
     for step in range(start, updates):

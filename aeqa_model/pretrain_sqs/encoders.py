@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from aeqa_model.io import InputError, checksum_problem
-from aeqa_model.pretrain_sqs.stage import StageLog, StageRun
+from aeqa_model.io import InputError
+from aeqa_model.pretrain_sqs.stage import StageLog, StageRun, load_stage_output
 
 
 MBART_REQUIRED = ("config.json", "sentencepiece.bpe.model")
@@ -148,14 +148,7 @@ def denoise_pretrain(encoder: EmbeddedEncoder, sentences: list[list[int]], updat
     net = rt.wrap(DenoiseNet(at))
     off, mask_id = encoder.offset, at.dictionary.mask
     stage = StageLog(run.csv_path, ("loss",), rt, "pretrain_sqs denoise", updates)
-    start = 0
-    if run.resume is not None:
-        at.load_state_dict(run.resume["model"])
-        opt.load_state_dict(run.resume["optimizer"])
-        rng.bit_generator.state = run.resume["np_rng"]
-        rt.restore_rng(run.resume["rng"])
-        start = int(run.resume["update"])
-    stage.start(run.resume["rows"] if run.resume is not None else [])
+    start = run.resume_into({"model": at, "optimizer": opt}, {"np_rng": rng}, stage)
     at.train()
     every = max(updates // 5, 1)
     for step in range(start, updates):
@@ -198,20 +191,5 @@ def denoise_pretrain(encoder: EmbeddedEncoder, sentences: list[list[int]], updat
 
 def load_encoder(path: Path) -> dict:
     """The encoder stage's output, or an InputError that names it and says what to do."""
-    if not path.exists():
-        raise InputError(f"{path}: denoised encoder not found; run the pretrain_sqs_encoder stage first "
-                         f"(snakemake {path})")
-    try:
-        damage = checksum_problem(path)
-        if damage:
-            raise ValueError(damage)
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(payload, dict):
-            raise ValueError(f"a {type(payload).__name__}, not an encoder checkpoint")
-        missing = {"state_dict", "vocab_size", "spec", "spm"} - set(payload)
-        if missing:
-            raise ValueError(f"no {', '.join(sorted(missing))} in it")
-    except Exception as err:
-        raise InputError(f"{path}: cannot load the denoised encoder ({type(err).__name__}: {err}); delete it "
-                         f"and rerun the pretrain_sqs_encoder stage") from None
-    return payload
+    return load_stage_output(path, "denoised encoder", ("state_dict", "vocab_size", "spec", "spm"),
+                             "pretrain_sqs_encoder")

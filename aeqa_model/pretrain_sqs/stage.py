@@ -242,6 +242,23 @@ class StageRun:
     signals: SignalFlag | None = None
     extra: dict = field(default_factory=dict)   # saved in every checkpoint as is
 
+    def resume_into(self, modules: dict, rngs: dict, log: StageLog) -> int:
+        """Restore ``modules`` (checkpoint key -> anything with ``load_state_dict``) and the
+        numpy generators ``rngs`` (key -> Generator; one the checkpoint lacks keeps its
+        state) from ``resume``, and the random states; start ``log`` with the rows logged
+        so far. Returns the update to continue from (0 without a checkpoint)."""
+        if self.resume is None:
+            log.start([])
+            return 0
+        for key, module in modules.items():
+            module.load_state_dict(self.resume[key])
+        for key, generator in rngs.items():
+            if key in self.resume:
+                generator.bit_generator.state = self.resume[key]
+        self.rt.restore_rng(self.resume["rng"])
+        log.start(self.resume["rows"])
+        return int(self.resume["update"])
+
     def after_update(self, update: int, total: int, log: StageLog, payload: Callable[[], dict]) -> bool:
         """Checkpoint every ``save_every`` updates, and on a signal; True when the loop
         must stop (a signal: the caller exits with RERUN_EXIT_CODE)."""
@@ -274,3 +291,26 @@ def refuse_nonfinite(output, tensors: dict, stage: str, last_loss: str, fix: str
     if bad:
         raise TrainingDiverged(f"{output}: not written: the {stage} diverged ({last_loss}; "
                                f"{describe_nonfinite(bad, len(tensors))}). Set {fix} and rerun the {rule} rule")
+
+
+def load_stage_output(path: str | Path, what: str, keys: tuple[str, ...], rule: str) -> dict:
+    """A pretrain_sqs output (a ``torch.save`` dict), checked: it exists, its records
+    pass their CRCs, it holds ``keys``. Any problem is an InputError naming the file
+    and the ``rule`` that rewrites it."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} not found; run the {rule} rule first (snakemake {path})")
+    try:
+        damage = checksum_problem(path)
+        if damage:
+            raise ValueError(damage)
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(payload, dict):
+            raise ValueError(f"a {type(payload).__name__}, not a {what} file")
+        missing = [k for k in keys if k not in payload]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)} in it")
+    except Exception as err:
+        raise InputError(f"{path}: cannot load the {what} ({type(err).__name__}: {err}); delete it and rerun "
+                         f"the {rule} rule") from None
+    return payload

@@ -38,7 +38,8 @@ import torch
 
 from aeqa_model.data.bpe import SEPARATOR
 from aeqa_model.data.indexed import write_indexed
-from aeqa_model.io import EXIT_BAD_INPUT, InputError, checksum_problem, read_lines, write_json
+from aeqa_model.io import EXIT_BAD_INPUT, InputError, read_lines, write_json
+from aeqa_model.pretrain_sqs.stage import load_stage_output
 
 
 
@@ -81,8 +82,8 @@ class PretrainedTargetEncoder:
     def __init__(self, aligned_path: Path, sqs_path: Path, device: torch.device, max_pieces: int = 1022):
         from aeqa_model.models.sqs import SemanticQuantizer
 
-        payload = load_checked(aligned_path, "aligned encoder", ("kind", "state_dict"))
-        sqs = load_checked(sqs_path, "pre-aligned SQS", ("codebook", "projection"))
+        payload = load_stage_output(aligned_path, "aligned encoder", ("kind", "state_dict"), "pretrain_sqs")
+        sqs = load_stage_output(sqs_path, "pre-aligned SQS", ("codebook", "projection"), "pretrain_sqs")
         book = sqs["codebook"]
         self.device, self.max_pieces = device, max_pieces
         self.quantizer = SemanticQuantizer(book.shape[0], book.shape[1]).to(device).eval()
@@ -201,22 +202,6 @@ class PretrainedTargetEncoder:
             out[rows[b]] = indices[b, :n].astype(np.int64)
 
 
-def load_checked(path: Path, what: str, keys: tuple[str, ...]) -> dict:
-    """A pretrain_sqs output, checked (checksum, keys), or an InputError naming it."""
-    if not Path(path).exists():
-        raise InputError(f"{path}: {what} not found; run the pretrain_sqs rule first")
-    try:
-        damage = checksum_problem(path)
-        if damage:
-            raise ValueError(damage)
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)} in it")
-    except Exception as err:
-        raise InputError(f"{path}: cannot load the {what} ({type(err).__name__}: {err}); delete it and rerun "
-                         f"the pretrain_sqs rule") from None
-    return payload
 
 
 def code_statistics(codes: list[np.ndarray], num_codes: int) -> dict:
