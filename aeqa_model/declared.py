@@ -12,6 +12,16 @@ SCHEMA_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string",
                 int | None: "integer"}
 
 
+def from_values(cls, values, casts: dict):
+    """An instance of the dataclass ``cls`` from the mapping ``values``: every field it
+    does not give at its declared default, each cast by ``casts`` of the field's type
+    (a type it does not list is taken as it is)."""
+    hints = get_type_hints(cls)
+    return cls(**{f.name: casts.get(hints[f.name], lambda value: value)(values[f.name] if f.name in values
+                                                                         else f.default)
+                  for f in fields(cls)})
+
+
 def field_schemas(cls) -> dict[str, dict]:
     """The JSON schema of every field of the dataclass ``cls``: its help line as the
     description, ``enum`` from its choices or ``type`` from its type, refined by its

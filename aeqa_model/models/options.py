@@ -31,9 +31,8 @@ an option the workflow reads and the model does not (``sqs_init``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import get_type_hints
 
-from aeqa_model.declared import field_schemas
+from aeqa_model.declared import field_schemas, from_values
 
 # How a value of a field's type is read from a config entry (as the models always did).
 CASTS = {float: float, int: int, bool: bool}
@@ -55,12 +54,7 @@ class ModelOptions:
     def from_dict(cls, options: dict):
         """The options of a config entry (the keys it does not declare are ignored:
         ``check_options`` refuses them first), every missing one at its default."""
-        hints = get_type_hints(cls)
-        values = {}
-        for f in fields(cls):
-            cast = CASTS.get(hints[f.name], lambda value: value)
-            values[f.name] = cast(options[f.name] if f.name in options else f.default)
-        return cls(**values)
+        return from_values(cls, options, CASTS)
 
     def conflicts(self) -> list[str]:
         """Combinations of options a model cannot run with (each a sentence naming the

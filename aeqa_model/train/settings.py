@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Mapping, get_type_hints
+from typing import Mapping
 
-from aeqa_model.declared import field_schemas
+from aeqa_model.declared import field_schemas, from_values
 from aeqa_model.io import InputError
 
 # How a value of a field's type is read from a spec (as the trainer always did: int(),
@@ -119,12 +119,7 @@ class TrainingSettings:
             raise InputError(f"training: {', '.join(missing)} not set; the training settings need "
                              f"{', '.join(required_keys())} (config section training:, or a dataset's or "
                              f"model's training:)")
-        hints = get_type_hints(cls)
-        values = {}
-        for f in fields(cls):
-            cast = CASTS.get(hints[f.name], lambda value: value)
-            values[f.name] = cast(spec[f.name] if f.name in spec else f.default)
-        return cls(**values)
+        return from_values(cls, spec, CASTS)
 
     @classmethod
     def names(cls) -> list[str]:
