@@ -111,6 +111,9 @@ def test_fidelity_dry_run_schedules_every_ablation_at_one_size_and_budget(tmp_pa
     # the longer pre-alignment has a codebook of its own, the others share the config's
     assert f"{tmp_path}/fidelity/sqs/{dataset}/K512_D128_A1200/sqs.pt" in out
     assert f"{tmp_path}/fidelity/sqs/{dataset}/K512_D128/sqs.pt" in out
+    # H_y from the pre-aligned encoder (h_y_encoder: pretrained) reads the targets' codes
+    assert f"{tmp_path}/fidelity/sqs/{dataset}/K512_D128/codes/en-de.raw/report.json" in out
+    assert f"{tmp_path}/fidelity/sqs/{dataset}/K512_D128/aligned_encoder.pt" in out
     for name in ("table1.md", "table6.md", "learning_curves.png"):
         assert f"{tmp_path}/fidelity/paper/{name}" in out
 
