@@ -86,7 +86,8 @@ def stage(setup: dict, out: Path, name: str, fault: str = "") -> subprocess.Comp
         args += ["--codebook-size", "0", "--dim", "0", "--out", "/dev/null", "--stats", str(out / "encoder_stats.json")]
     else:
         args += ["--codebook-size", str(K), "--dim", str(D), "--out", str(out / f"K{K}_D{D}" / "sqs.pt"),
-                 "--stats", str(out / f"K{K}_D{D}" / "stats.json")]
+                 "--stats", str(out / f"K{K}_D{D}" / "stats.json"),
+                 "--aligned-encoder-out", str(out / f"K{K}_D{D}" / "aligned_encoder.pt")]
     return subprocess.run([sys.executable, str(ROOT / "tests" / "reliability" / "sqs_driver.py"), *args],
                           env={**setup["env"], "AEQA_FAULT": fault}, capture_output=True, text=True, timeout=120)
 
@@ -204,3 +205,26 @@ def test_an_mbart_path_under_home_is_the_directory_the_config_check_accepted(set
                      "--codebook-size", "0", "--dim", "0", "--out", "/dev/null",
                      "--stats", str(tmp_path / "encoder_stats.json"), "--device", "cpu"]) == 0
     assert torch.load(tmp_path / "encoder.pt", weights_only=False)["mbart_path"] == str(setup["mbart"])
+
+
+def test_target_codes_from_the_aligned_mbart(setup, aligned, tmp_path):
+    """h_y_encoder: pretrained with mBART (docs/method.md #26): the codes stage reads the
+    aligned mBART encoder through mBART's own sentencepiece model and gives one code of
+    the K per BPE token of every target line."""
+    from aeqa_model.data.indexed import IndexedCorpus
+
+    lines = (setup["corpus"] / "train.de").read_text(encoding="utf-8").splitlines()
+    bpe = [" ".join(w if len(w) <= 3 else f"{w[:3]}@@ {w[3:]}" for w in line.split()) for line in lines]
+    (tmp_path / "train.bpe").write_text("\n".join(bpe) + "\n", encoding="utf-8")
+    d = aligned / f"K{K}_D{D}"
+    done = subprocess.run([sys.executable, "-m", "aeqa_model.pretrain_sqs.cli", "--stage", "codes", "--sqs",
+                           str(d / "sqs.pt"), "--aligned-encoder", str(d / "aligned_encoder.pt"), "--train-tgt",
+                           str(tmp_path / "train.bpe"), "--valid-tgt", str(tmp_path / "train.bpe"), "--out-dir",
+                           str(tmp_path / "codes"), "--report", str(tmp_path / "codes" / "report.json"),
+                           "--device", "cpu"], env=setup["env"], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes = IndexedCorpus(tmp_path / "codes" / "train", vocab_size=K)
+    assert list(codes.sizes) == [len(line.split()) for line in bpe]
+    report = json.loads((tmp_path / "codes" / "report.json").read_text())
+    assert report["encoder"] == "mbart" and report["splits"]["train"]["codes_used"] >= 1
