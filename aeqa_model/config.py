@@ -241,6 +241,14 @@ def needs_sqs(spec: dict) -> bool:
     return getattr(model_options(spec), "sqs_init", None) == "pretrained"
 
 
+def reads_target_codes(spec: dict) -> bool:
+    """Whether a model entry reads the pre-aligned encoder's target codes (an AEQA model
+    with ``h_y_encoder: pretrained``, docs/method.md #26), at its declared default unless set."""
+    from aeqa_model.models import model_options
+
+    return getattr(model_options(spec), "h_y_encoder", None) == "pretrained"
+
+
 def model_width(cfg: dict, spec: dict) -> int:
     """embed_dim of a model entry: its own, else its size's, else TransformerConfig's."""
     from aeqa_model.models.transformer import TransformerConfig

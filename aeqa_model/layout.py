@@ -120,8 +120,7 @@ class RunLayout:
         """report.json of the target codes a model with ``h_y_encoder: pretrained`` reads
         (made with the model's own sqs.pt, from the targets it trains on); None for the rest.
         The codes themselves are ``train`` and ``valid`` (.bin/.idx/.sum) beside it."""
-        spec = self.models[model]
-        if spec.get("h_y_encoder", "nat") != "pretrained":
+        if not cfgmod.reads_target_codes(self.models[model]):
             return None
         variant = self.model_sqs_path(dataset, model).rsplit("/", 2)[-2]
         return self.path("sqs_codes", dataset=dataset, variant=variant, direction=direction, data=data)

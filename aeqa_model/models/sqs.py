@@ -28,6 +28,17 @@ from aeqa_model.io import InputError, checksum_problem
 from aeqa_model.models.hostsync import avoid_sync
 
 
+def usage_statistics(counts: torch.Tensor) -> dict:
+    """How per-code counts (K,) spread over the codebook: the number of codes, how many
+    were used, and the perplexity exp(H(p)) of their shares (0 when nothing was counted)."""
+    total = float(counts.sum())
+    if total == 0:
+        return {"codes": len(counts), "used": 0, "perplexity": 0.0}
+    p = counts / total
+    entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+    return {"codes": len(counts), "used": int((counts > 0).sum()), "perplexity": float(torch.tensor(entropy).exp())}
+
+
 @dataclass
 class Quantized:
     indices: torch.Tensor   # (..., ) code index per vector
@@ -269,13 +280,7 @@ class SemanticQuantizer(nn.Module):
 
     def statistics(self) -> dict:
         """Codebook usage since the last reset: codes used and perplexity exp(H(p))."""
-        total = float(self.usage.sum())
-        if total == 0:
-            return {"codes": self.num_codes, "used": 0, "perplexity": 0.0}
-        p = self.usage / total
-        entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
-        return {"codes": self.num_codes, "used": int((self.usage > 0).sum()),
-                "perplexity": float(torch.tensor(entropy).exp())}
+        return usage_statistics(self.usage)
 
     def reset_usage(self) -> None:
         self.usage.zero_()

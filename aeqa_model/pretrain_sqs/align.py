@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from aeqa_model.models.base import masked_mean
-from aeqa_model.models.sqs import SemanticQuantizer
+from aeqa_model.models.sqs import SemanticQuantizer, usage_statistics
 from aeqa_model.pretrain_sqs.encoders import pad_batch, noised_batch
 from aeqa_model.pretrain_sqs.stage import Runtime, StageLog, StageRun
 
@@ -148,7 +148,4 @@ def usage_without_dropout(net: AlignNet, quantizer: SemanticQuantizer, pairs: li
         for h, m in ((hx, mx), (hy, my)):
             counts += torch.bincount(quantizer.nearest(h)[~m].cpu(), minlength=quantizer.num_codes).float()
     net.train(was)
-    p = counts / counts.sum().clamp(min=1)
-    entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
-    return {"codes": quantizer.num_codes, "used": int((counts > 0).sum()), "perplexity": float(np.exp(entropy)),
-            "sentences": int(len(pick))}
+    return {**usage_statistics(counts), "sentences": int(len(pick))}

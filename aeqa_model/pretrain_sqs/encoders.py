@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aeqa_model.io import InputError
+from aeqa_model.io import InputError, atomic_open
 from aeqa_model.pretrain_sqs.stage import StageLog, StageRun, load_stage_output
 
 
@@ -102,7 +102,6 @@ def train_sentencepiece(texts: list[str], prefix: Path, vocab_size: int, seed: i
                                    hard_vocab_limit=False, character_coverage=0.9995, model_type="unigram",
                                    num_threads=1, minloglevel=2)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    from aeqa_model.io import atomic_open
     with atomic_open(f"{prefix}.model", "wb") as handle:
         handle.write(model.getvalue())
     return spm.SentencePieceProcessor(model_proto=model.getvalue())
@@ -128,8 +127,13 @@ def noised_batch(sentences: list[list[int]], rng: np.random.Generator, dictionar
     """(noised source, decoder input, clean target) of mBART denoising for sentences of
     dictionary ids: each cut to 60 tokens and noised by ``mbart_noise``."""
     clean = [s[:60] for s in sentences]
-    src = pad_batch([mbart_noise(s, rng, dictionary.mask) for s in clean])
-    tgt = pad_batch(clean)
+    return denoising_tensors([mbart_noise(s, rng, dictionary.mask) for s in clean], clean, dictionary)
+
+
+def denoising_tensors(noised: list[list[int]], clean: list[list[int]], dictionary) -> tuple[torch.Tensor, ...]:
+    """(source, decoder input, target) of a denoising batch: the noised sentences padded,
+    BOS + the clean ones (padding where the target pads), and the clean ones + EOS."""
+    src, tgt = pad_batch(noised), pad_batch(clean)
     prev = torch.cat([torch.full_like(tgt[:, :1], dictionary.bos), tgt[:, :-1]], dim=1)
     prev = prev.masked_fill(prev.eq(dictionary.eos) & tgt.eq(0), 0)
     return src, prev, tgt
@@ -163,10 +167,7 @@ def denoise_pretrain(encoder: EmbeddedEncoder, sentences: list[list[int]], updat
                 permuted = orig
             noised.append(mbart_noise(permuted, rng, mask_id))
             clean.append(orig)
-        src = pad_batch(rt.shard(noised))
-        tgt = pad_batch(rt.shard(clean))
-        prev = torch.cat([torch.full_like(tgt[:, :1], at.dictionary.bos), tgt[:, :-1]], dim=1)
-        prev = prev.masked_fill(prev.eq(at.dictionary.eos) & tgt.eq(0), 0)
+        src, prev, tgt = denoising_tensors(rt.shard(noised), rt.shard(clean), at.dictionary)
         with rt.autocast():
             loss = net(src.to(rt.device), prev.to(rt.device), tgt.to(rt.device))
         opt.zero_grad()

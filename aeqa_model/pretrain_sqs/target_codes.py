@@ -39,6 +39,7 @@ import torch
 from aeqa_model.data.bpe import SEPARATOR
 from aeqa_model.data.indexed import write_indexed
 from aeqa_model.io import EXIT_BAD_INPUT, InputError, read_lines, write_json
+from aeqa_model.models.sqs import usage_statistics
 from aeqa_model.pretrain_sqs.stage import load_stage_output
 
 
@@ -202,20 +203,15 @@ class PretrainedTargetEncoder:
             out[rows[b]] = indices[b, :n].astype(np.int64)
 
 
-
-
 def code_statistics(codes: list[np.ndarray], num_codes: int) -> dict:
     """How the target codes spread: codes used, perplexity, and the share of neighbouring
     positions that share a code (the reference-side figure of decode/input_collapse.py)."""
     flat = np.concatenate(codes) if codes else np.zeros(0, np.int64)
-    counts = np.bincount(flat, minlength=num_codes).astype(np.float64)
-    probs = counts / max(counts.sum(), 1.0)
-    nonzero = probs[probs > 0]
+    usage = usage_statistics(torch.from_numpy(np.bincount(flat, minlength=num_codes).astype(np.float64)))
     pairs = sum(max(len(c) - 1, 0) for c in codes)
     same = sum(int((c[1:] == c[:-1]).sum()) for c in codes)
-    return {"tokens": int(flat.size), "codes_used": int((counts > 0).sum()), "codes": int(num_codes),
-            "perplexity": float(np.exp(-(nonzero * np.log(nonzero)).sum())) if nonzero.size else 0.0,
-            "same_code_neighbours": same / pairs if pairs else 0.0}
+    return {"tokens": int(flat.size), "codes_used": usage["used"], "codes": usage["codes"],
+            "perplexity": usage["perplexity"], "same_code_neighbours": same / pairs if pairs else 0.0}
 
 
 def run(args: argparse.Namespace) -> int:
