@@ -5,11 +5,20 @@ its metadata; its type gives the JSON type unless ``choices`` list the values.
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import MISSING, field, fields
 from typing import get_type_hints
 
 SCHEMA_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", tuple[float, float]: "array",
                 int | None: "integer"}
+
+
+def declared(default=MISSING, help: str = "", *, choices=None, schema: dict | None = None, **flags):
+    """A declared field: its ``default`` (none: the field is required), ``help`` line,
+    ``choices`` (the values it takes) and ``schema`` (JSON-schema keywords refining the
+    ones its type gives), with ``flags`` of the declaring kind (``workflow``,
+    ``resumable``, ...) in its metadata."""
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "schema": dict(schema or {}), **flags}
+    return field(metadata=metadata) if default is MISSING else field(default=default, metadata=metadata)
 
 
 def from_values(cls, values, casts: dict):

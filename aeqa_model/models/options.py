@@ -30,9 +30,9 @@ an option the workflow reads and the model does not (``sqs_init``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
-from aeqa_model.declared import field_schemas, from_values
+from aeqa_model.declared import declared, field_schemas, from_values
 
 # How a value of a field's type is read from a config entry (as the models always did).
 CASTS = {float: float, int: int, bool: bool}
@@ -42,8 +42,7 @@ def option(default, help: str, *, choices=None, schema: dict | None = None, work
     """A field of an Options dataclass: its ``default`` and ``help`` line; ``choices``,
     the values it takes; ``schema``, JSON-schema keywords that refine (or replace) the
     ones its type gives, for the config check; ``workflow``: read by the workflow only."""
-    return field(default=default, metadata={"help": help, "choices": tuple(choices) if choices else None,
-                                            "schema": dict(schema or {}), "workflow": workflow})
+    return declared(default, help, choices=choices, schema=schema, workflow=workflow)
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,10 @@ and read ``settings.my_every`` in the trainer.
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Mapping
 
-from aeqa_model.declared import field_schemas, from_values
+from aeqa_model.declared import declared, field_schemas, from_values
 from aeqa_model.io import InputError
 
 # How a value of a field's type is read from a spec (as the trainer always did: int(),
@@ -57,11 +57,7 @@ def setting(default=MISSING, help: str = "", *, choices=None, schema: dict | Non
     ``help`` line, ``choices`` (the values it takes), ``schema`` (JSON-schema keywords
     refining the ones its type gives) and ``resumable`` (left out of the setup
     fingerprint: editing it keeps an interrupted run resumable)."""
-    metadata = {"help": help, "choices": tuple(choices) if choices else None, "schema": dict(schema or {}),
-                "resumable": resumable, "required": default is MISSING}
-    if default is MISSING:
-        return field(metadata=metadata)
-    return field(default=default, metadata=metadata)
+    return declared(default, help, choices=choices, schema=schema, resumable=resumable, required=default is MISSING)
 
 
 @dataclass(frozen=True, kw_only=True)
