@@ -54,15 +54,6 @@ from aeqa_model.train.runtime import (DIVERGED_EXIT_CODE, RERUN_EXIT_CODE, Signa
                                      configure_logging)
 
 
-# ----------------------------------------------------------------- noising --
-
-
-# ----------------------------------------------------------------- running --
-
-
-# -------------------------------------------------------------------- main --
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the stage ``args.stage`` with aeqa_model.pretrain_sqs.cli's flags; returns the exit code
     (0 done, 75 checkpointed on a signal: rerun to resume, 2 bad input)."""
@@ -266,8 +257,9 @@ def finish(quantizer, projection, history, inference_usage, args, encoder_name, 
                      inference_usage["perplexity"])
         if inference_usage["used"] < max(2, stats["codes"] // 10):
             logging.warning("without dropout the aligned encoder's states use %d of %d codes: the encoder's "
-                            "states barely differ (an undertrained or collapsed encoder; for the embedded one, "
-                            "more pretrain_sqs.embedded.denoise_updates); the usage above counts dropout noise",
+                            "states barely differ (an undertrained encoder, or one L_AL collapsed; for the embedded "
+                            "one, more pretrain_sqs.embedded.denoise_updates and pretrain_sqs.align_denoise_weight "
+                            "> 0, docs/method.md #28); the usage above counts dropout noise",
                             inference_usage["used"], stats["codes"])
     if run is not None and run.checkpoint is not None:
         run.checkpoint.remove()
