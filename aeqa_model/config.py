@@ -150,7 +150,7 @@ def check_schema(cfg: dict, schema: Path = SCHEMA) -> None:
     schema sets no defaults, so Snakemake's ``validate`` would add nothing.)"""
     import jsonschema
 
-    rules = with_training_settings(with_model_options(yaml.safe_load(Path(schema).read_text(encoding="utf-8"))))
+    rules = with_declared_settings(with_model_options(yaml.safe_load(Path(schema).read_text(encoding="utf-8"))))
     errors = []
     for err in sorted(jsonschema.Draft202012Validator(rules).iter_errors(cfg), key=lambda e: list(e.absolute_path)):
         where = ".".join(str(p) for p in err.absolute_path)
@@ -195,18 +195,24 @@ def with_model_options(rules: dict) -> dict:
     return rules
 
 
-def with_training_settings(rules: dict) -> dict:
-    """The schema with the ``training:`` section (``$defs.training``: the top-level one, a
-    dataset's, a model's, ``model_training``'s) generated from its declarations,
-    ``train.settings.TrainingSettings`` (aeqa_model/train/settings.py), as
-    :func:`with_model_options` adds the models' options. Changes ``rules``."""
+def with_declared_settings(rules: dict) -> dict:
+    """The schema with the sections declared in code filled in, as :func:`with_model_options`
+    adds the models' options: ``$defs.training`` (the top-level ``training:``, a dataset's,
+    a model's, ``model_training``'s) from ``train.settings.TrainingSettings``, and
+    ``evaluate`` from ``metrics.settings.EvaluateSettings``. The schema file keeps an empty
+    stub for each; a stub that declares keys is an error (they would be a second copy).
+    Changes ``rules``."""
+    from aeqa_model.metrics.settings import schema as evaluate_schema
     from aeqa_model.train.settings import schema as training_schema
 
-    stub = rules["$defs"].get("training") or {}
-    if stub.get("properties"):
-        raise ValueError(f"{SCHEMA}: $defs.training declares the training settings {sorted(stub['properties'])}; "
-                         "they are declared once, in aeqa_model/train/settings.py (TrainingSettings)")
-    rules["$defs"]["training"] = {**stub, **training_schema()}
+    for section, name, declared_in, generated in (
+            (rules["$defs"], "training", "aeqa_model/train/settings.py (TrainingSettings)", training_schema()),
+            (rules["properties"], "evaluate", "aeqa_model/metrics/settings.py (EvaluateSettings)", evaluate_schema())):
+        stub = section.get(name) or {}
+        if stub.get("properties"):
+            raise ValueError(f"{SCHEMA}: {name} declares the {name} settings {sorted(stub['properties'])}; "
+                             f"they are declared once, in {declared_in}")
+        section[name] = {**stub, **generated}
     return rules
 
 

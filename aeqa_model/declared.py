@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import MISSING, field, fields
 from typing import get_type_hints
 
-SCHEMA_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", tuple[float, float]: "array",
+SCHEMA_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", tuple[float, float]: "array", tuple[float, ...]: "array",
                 int | None: "integer"}
 
 

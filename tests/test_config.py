@@ -34,13 +34,13 @@ def test_every_shipped_config_loads(name):
 
 
 def test_every_evaluate_setting_the_evaluator_reads_can_be_set():
-    """metrics/evaluate.py's SPEC_DEFAULTS are the evaluate settings it reads; the schema
-    used to reject three of them (bootstrap_seed, comet_batch_size, bleurt_batch_size),
-    so they could never be set from a config (issue 28)."""
-    from aeqa_model.metrics.evaluate import SPEC_DEFAULTS
+    """The evaluator reads the declared evaluate settings; the schema used to reject three
+    of them (bootstrap_seed, comet_batch_size, bleurt_batch_size), so they could never be
+    set from a config (issue 28). Now the schema is generated from the declarations."""
+    from aeqa_model.metrics.settings import DEFAULTS
 
     cfg = smoke()
-    cfg["evaluate"].update({key: value for key, value in SPEC_DEFAULTS.items() if value is not None})
+    cfg["evaluate"].update({key: value for key, value in DEFAULTS.items() if value is not None})
     cfgmod.load(cfg, ROOT)
     bad = smoke()
     bad["evaluate"]["bootstrap_samples"] = 0          # the evaluator needs >= 1: refused at start-up

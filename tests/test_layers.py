@@ -14,7 +14,9 @@ One module has a layer of its own: train/settings.py, the training settings'
 declarations (defaults, schema, resumable keys, update_freq), layer train_settings.
 It imports only base, so the trainer, cluster (runtimes from update_freq) and config
 (the training schema, the averaging check) all read it without cluster or config
-being allowed the rest of the train layer (the trainer, torch).
+being allowed the rest of the train layer (the trainer, torch). metrics/settings.py,
+the evaluate settings' declarations, is likewise layer evaluate_settings: decode's
+speed protocol, the metrics and config read it.
 
 Each pipeline stage's command line is ``aeqa_model/<stage>/cli.py``
 (tests/test_entry_points.py). Those of train, decode and paper live in their
@@ -49,6 +51,7 @@ LAYER_OF = {
     "cluster": "cluster",
     "config": "config", "layout": "config",
     "train.settings": "train_settings",
+    "metrics.settings": "evaluate_settings",
 }
 
 # layer -> the other layers it may import
@@ -56,15 +59,16 @@ MAY_IMPORT = {
     "base": set(),
     "data": {"base"},
     "models": {"base", "data"},
-    "decode": {"base", "data", "models"},
+    "decode": {"base", "data", "models", "evaluate_settings"},
     "train_settings": {"base"},
-    "train": {"base", "data", "models", "decode", "train_settings"},
+    "evaluate_settings": {"base"},
+    "train": {"base", "data", "models", "decode", "train_settings", "evaluate_settings"},
     "data_cli": {"base", "data"},
-    "metrics": {"base", "data"},
+    "metrics": {"base", "data", "evaluate_settings"},
     "metrics_cli": {"base", "data", "metrics"},
     "paper": {"base", "metrics"},
-    "cluster": {"base", "data", "models", "decode", "train_settings"},
-    "config": {"base", "data", "models", "decode", "metrics", "cluster", "train_settings"},
+    "cluster": {"base", "data", "models", "decode", "train_settings", "evaluate_settings"},
+    "config": {"base", "data", "models", "decode", "metrics", "cluster", "train_settings", "evaluate_settings"},
 }
 
 STACK = ("base", "data", "models", "decode", "train")

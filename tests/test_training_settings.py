@@ -113,7 +113,7 @@ def test_the_generated_schema_is_the_previous_one():
     generated = schema()
     assert without_descriptions(generated) == PREVIOUS_SCHEMA
     assert all(entry["description"] for entry in generated["properties"].values())
-    rules = cfgmod.with_training_settings(yaml.safe_load(cfgmod.SCHEMA.read_text(encoding="utf-8")))
+    rules = cfgmod.with_declared_settings(yaml.safe_load(cfgmod.SCHEMA.read_text(encoding="utf-8")))
     assert rules["$defs"]["training"] == generated
 
 
@@ -172,7 +172,7 @@ def test_the_schema_stub_declares_nothing():
     assert not rules["$defs"]["training"]
     rules["$defs"]["training"] = {"properties": {"lr": {"type": "number"}}}
     with pytest.raises(ValueError, match=r"declares the training settings \['lr'\]"):
-        cfgmod.with_training_settings(rules)
+        cfgmod.with_declared_settings(rules)
 
 
 def test_from_dict_reads_defaults_casts_and_refuses_missing_required_keys():

@@ -24,6 +24,7 @@ from aeqa_model.decode import check_decoding, generate
 from aeqa_model.decode.timing import interleaved_items, sync
 from aeqa_model.device import pick_device
 from aeqa_model.io import EXIT_BAD_INPUT, EXIT_FAILED, InputError, os_error_message, write_json, write_lines
+from aeqa_model.metrics.settings import DEFAULTS as EVALUATE_DEFAULTS
 from aeqa_model.models.build import load_model
 
 
@@ -130,7 +131,7 @@ def time_throughput(model, corpus, indices, decoding, device, max_tokens: int, t
     return len(indices) / max(time.perf_counter() - start, 1e-9)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", required=True)
     p.add_argument("--dict", required=True)
@@ -148,13 +149,17 @@ def main(argv=None) -> int:
     p.add_argument("--speed-out", default=None)
     p.add_argument("--speed-reference", default=None, help="AT model timed with --speed-reference-decoding")
     p.add_argument("--speed-reference-decoding", default='{"strategy": "beam", "beam": 4}')
-    p.add_argument("--speed-subset", type=int, default=50)
-    p.add_argument("--speed-warmup", type=int, default=5)
+    p.add_argument("--speed-subset", type=int, default=EVALUATE_DEFAULTS["speed_subset"])
+    p.add_argument("--speed-warmup", type=int, default=EVALUATE_DEFAULTS["speed_warmup"])
     p.add_argument("--speed-rounds", type=int, default=3,
                    help="rounds of side-by-side batch-1 timing (the median round counts)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         return run_decode(args)

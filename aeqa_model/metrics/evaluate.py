@@ -20,45 +20,19 @@ from .buckets import length_bucket_bleu, validate_edges
 from .detok import detok_metrics
 from .neural import bleurt_score, comet_score
 from .repetition import ngram_repetition
-from .significance import DEFAULT_SEED, paired_bootstrap
+from .settings import checked as checked_settings
+from .significance import paired_bootstrap
 
 log = logging.getLogger("aeqa_model.metrics.evaluate")
 
-# Defaults of the `evaluate:` config section; the config schema is the
-# authority, these only keep direct library use convenient.
-SPEC_DEFAULTS = {
-    "length_buckets": [0, 5, 10, 20, 40, 1000],
-    "repetition_max_n": 4,
-    "bootstrap_samples": 1000,
-    "bootstrap_seed": DEFAULT_SEED,
-    "comet_model": None,
-    "bleurt_checkpoint": None,
-    "comet_batch_size": 16,
-    "bleurt_batch_size": 32,
-}
-
-
-def _check_spec(spec: dict) -> dict:
-    """Merge ``spec`` over the defaults and check the types of the keys used here."""
-    if not isinstance(spec, dict):
-        raise InputError(f"--spec must be a JSON object (the evaluate: config section), got {type(spec).__name__}")
-    merged = {**SPEC_DEFAULTS, **spec}
-
-    def want_int(key: str, minimum: int) -> None:
-        val = merged[key]
-        if isinstance(val, bool) or not isinstance(val, int) or val < minimum:
-            raise InputError(f"evaluate.{key} must be an integer >= {minimum}, got {val!r}")
-
-    for key, minimum in (("repetition_max_n", 1), ("bootstrap_samples", 1), ("bootstrap_seed", 0),
-                         ("comet_batch_size", 1), ("bleurt_batch_size", 1)):
-        want_int(key, minimum)
+def _check_spec(spec) -> dict:
+    """The evaluate settings ``spec`` (the ``evaluate:`` config section) with its defaults,
+    checked against their declarations (metrics/settings.py), the bucket edges in order."""
+    merged = checked_settings(spec)
     try:
         merged["length_buckets"] = validate_edges(merged["length_buckets"])
     except (ValueError, TypeError) as err:
         raise InputError(f"evaluate.length_buckets: {err}") from None
-    for key in ("comet_model", "bleurt_checkpoint"):
-        if merged[key] is not None and not isinstance(merged[key], str):
-            raise InputError(f"evaluate.{key} must be a path string or null, got {merged[key]!r}")
     return merged
 
 

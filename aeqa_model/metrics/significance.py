@@ -33,8 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .bleu import bleu_from_stats, sentence_stats
-
-DEFAULT_SEED = 12345  # sacrebleu's default SACREBLEU_SEED
+from .settings import DEFAULT_BOOTSTRAP_SEED
 
 
 def _ci(scores: np.ndarray) -> tuple[float, float]:
@@ -53,7 +52,7 @@ def equal_scores(a: float, b: float) -> bool:
 
 
 def paired_bootstrap(sys_hyps: Sequence[str], base_hyps: Sequence[str], refs: Sequence[str],
-                     n_samples: int = 1000, seed: int = DEFAULT_SEED,
+                     n_samples: int = 1000, seed: int = DEFAULT_BOOTSTRAP_SEED,
                      progress: bool = True) -> dict:
     """Paired bootstrap p-value that system and baseline tokenized BLEU differ.
 

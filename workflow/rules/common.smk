@@ -8,6 +8,7 @@ from pathlib import Path
 import aeqa_model.config
 from aeqa_model import cluster
 from aeqa_model.layout import RunLayout
+import aeqa_model.metrics.settings
 from aeqa_model.provenance import config_sha256
 
 PYTHON = sys.executable
@@ -63,6 +64,11 @@ def arch(model):
 
 def default_decoding(model):
     return aeqa_model.config.default_decoding(MODELS[model])
+
+
+def evaluate_setting(key):
+    """evaluate.<key> as the config writes it, else its declared default (metrics/settings.py)."""
+    return aeqa_model.metrics.settings.spec_value(config["evaluate"], key)
 
 
 def settings_sha(*settings):

@@ -19,8 +19,8 @@ rule decode:
         tgt_lang=lambda wc: src_tgt(wc.direction)[1],
         decoding=lambda wc: jq(DECODINGS[wc.decoding]),
         teacher=lambda wc, input: ["--teacher", input.teacher] if "teacher" in input.keys() else [],
-        subset=config["evaluate"]["speed_subset"],
-        warmup=config["evaluate"]["speed_warmup"],
+        subset=evaluate_setting("speed_subset"),
+        warmup=evaluate_setting("speed_warmup"),
         device=config.get("device", "auto"),
     log:
         f"{RESULTS}/logs/decode/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.log",
