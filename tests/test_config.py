@@ -188,9 +188,9 @@ def test_each_job_reads_only_its_settings():
 
 
 def test_every_decoding_option_has_a_rule_and_every_rule_an_option():
-    from aeqa_model.decode import OPTION_RULES, STRATEGY_OPTIONS
+    from aeqa_model.decode import OPTION_RULES, STRATEGIES
 
-    assert set(OPTION_RULES) == {option for options in STRATEGY_OPTIONS.values() for option in options}
+    assert set(OPTION_RULES) == {option for strategy in STRATEGIES.values() for option in strategy.options}
 
 
 def test_the_shipped_configs_pass_the_decoding_option_checks():

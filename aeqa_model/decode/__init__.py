@@ -2,45 +2,44 @@
 
 ``generate(model, src, decoding, teacher=None, reference=None)`` dispatches on
 ``decoding['strategy']`` and returns one list of token ids per source row (no
-specials). Strategies register themselves in STRATEGIES.
+specials). Each strategy is one entry of STRATEGIES: its function and its options.
 """
 from __future__ import annotations
 
 import importlib
 import logging
 import math
+from dataclasses import dataclass
 
 import torch
 
+@dataclass(frozen=True)
+class Strategy:
+    """A decoding strategy: the function that runs it (``"module:function"``, imported
+    on first use so that listing the strategies loads no decoder) and the options it
+    reads besides ``strategy``. The functions take ``**_`` so that one decoding entry
+    can be handed to any of them; without the option list a misspelt option
+    (``len_pen``) would be ignored without a word."""
+
+    function: str
+    options: tuple[str, ...] = ()
+
+
+# The one registry of strategies: a new strategy is one entry here (its options' rules
+# in OPTION_RULES below, where an option is new).
 STRATEGIES = {
-    "beam": "aeqa_model.decode.beam:beam_search",
-    "greedy": "aeqa_model.decode.beam:greedy",
-    "argmax": "aeqa_model.decode.nat:argmax_decode",
-    "npd": "aeqa_model.decode.nat:noisy_parallel_decode",
-    "aeqa_two_pass": "aeqa_model.decode.nat:argmax_decode",
-    "oracle": "aeqa_model.decode.nat:oracle_decode",
-    "mask_predict": "aeqa_model.decode.mask_predict:mask_predict",
-    "lookahead": "aeqa_model.decode.dag:lookahead_decode",
-    "viterbi": "aeqa_model.decode.dag:viterbi_decode",
+    "beam": Strategy("aeqa_model.decode.beam:beam_search", ("beam", "lenpen", "max_len_a", "max_len_b")),
+    "greedy": Strategy("aeqa_model.decode.beam:greedy", ("lenpen", "max_len_a", "max_len_b")),
+    "argmax": Strategy("aeqa_model.decode.nat:argmax_decode", ("length_beam",)),
+    "npd": Strategy("aeqa_model.decode.nat:noisy_parallel_decode", ("candidates", "rerank", "lambda_inf")),
+    "aeqa_two_pass": Strategy("aeqa_model.decode.nat:argmax_decode", ("lambda_inf", "length_beam")),
+    "oracle": Strategy("aeqa_model.decode.nat:oracle_decode", ("ratio", "seed")),
+    "mask_predict": Strategy("aeqa_model.decode.mask_predict:mask_predict", ("iterations", "length_beam")),
+    "lookahead": Strategy("aeqa_model.decode.dag:lookahead_decode"),
+    "viterbi": Strategy("aeqa_model.decode.dag:viterbi_decode", ("lenpen",)),
 }
 
-
-# The options each strategy reads (besides ``strategy``). The functions take ``**_``
-# so that one decoding entry can be handed to any of them; without this list a
-# misspelt option (``len_pen``) would be ignored without a word.
-STRATEGY_OPTIONS = {
-    "beam": ("beam", "lenpen", "max_len_a", "max_len_b"),
-    "greedy": ("lenpen", "max_len_a", "max_len_b"),
-    "argmax": ("length_beam",),
-    "npd": ("candidates", "rerank", "lambda_inf"),
-    "aeqa_two_pass": ("lambda_inf", "length_beam"),
-    "oracle": ("ratio", "seed"),
-    "mask_predict": ("iterations", "length_beam"),
-    "lookahead": (),
-    "viterbi": ("lenpen",),
-}
-
-# What each of those options must be (JSON type and range; the defaults are the
+# What each strategy option must be (JSON type and range; the defaults are the
 # strategy functions' keyword defaults), checked at start-up with the config and
 # again by generate(): `beam: four` or `beam: 0` used to reach the search and end in
 # a TypeError or RuntimeError deep inside it.
@@ -80,7 +79,7 @@ def check_decoding(name: str, decoding: dict) -> list[str]:
     strategy = decoding.get("strategy")
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         return [f"decodings.{name}.strategy: unknown strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}"]
-    allowed = STRATEGY_OPTIONS[strategy]
+    allowed = STRATEGIES[strategy].options
     problems = [f"decodings.{name}.{key}: unknown option for strategy {strategy!r}; "
                 f"known: {', '.join(allowed) if allowed else '(none)'}"
                 for key in sorted(set(decoding) - {"strategy"} - set(allowed))]
@@ -94,7 +93,7 @@ def check_decoding(name: str, decoding: dict) -> list[str]:
 def strategy_fn(name: str):
     if name not in STRATEGIES:
         raise KeyError(f"unknown decoding strategy {name!r}; known: {sorted(STRATEGIES)}")
-    module, fn = STRATEGIES[name].split(":")
+    module, fn = STRATEGIES[name].function.split(":")
     return getattr(importlib.import_module(module), fn)
 
 

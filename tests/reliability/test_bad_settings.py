@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aeqa_model import config as aeqa_config
-from aeqa_model.decode import OPTION_RULES, STRATEGY_OPTIONS, check_decoding
+from aeqa_model.decode import OPTION_RULES, STRATEGIES, check_decoding
 from aeqa_model.decode.cli import main as decode_main
 from tests.reliability.faultlib import ROOT
 from tests.reliability.test_kill_resume import SPEC, data, train  # noqa: F401 (data: fixture)
@@ -42,7 +42,7 @@ def bad_values(rule: dict) -> dict[str, object]:
 
 
 def strategies_taking(option: str) -> list[str]:
-    return [strategy for strategy, options in STRATEGY_OPTIONS.items() if option in options]
+    return [name for name, strategy in STRATEGIES.items() if option in strategy.options]
 
 
 @pytest.mark.parametrize("option", sorted(OPTION_RULES))
