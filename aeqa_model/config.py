@@ -312,6 +312,7 @@ def multi_reference_cells(cfg: dict) -> set[tuple[str, str, str, str, str]]:
 def check_references(cfg: dict, problems: list[str] = ()) -> None:
     """Fail at start-up (before any job) when the config names things that do not
     exist. ``problems``: those found while loading (apply_model_defaults)."""
+    from aeqa_model.data.recipes import recipe_problems
     from aeqa_model.decode import check_decoding
     from aeqa_model.metrics.neural import check_checkpoint_setting
     from aeqa_model.models import check_options
@@ -322,6 +323,7 @@ def check_references(cfg: dict, problems: list[str] = ()) -> None:
     sizes = size_table(cfg)
     errors = []
     for name, ds in datasets.items():
+        errors.extend(recipe_problems(name, ds))
         for src in ds.get("sources", []):
             if src not in cfg.get("sources", {}):
                 errors.append(f"datasets.{name}.sources: unknown source {src!r}")

@@ -460,3 +460,59 @@ def test_paper_config_recipes_run(dataset, tmp_path):
     for split in ("train", "valid", "test"):
         counts = {len(read_lines(tmp_path / "orig" / f"{split}.{lang}")) for lang in spec["langs"]}
         assert counts == {manifest["splits"][split]}
+
+
+# ------------------------------------------------------- declared options
+
+def test_every_recipe_declares_its_options_with_help_lines():
+    from dataclasses import fields
+
+    from aeqa_model.data.recipes import RECIPES
+
+    for name, recipe in RECIPES.items():
+        assert recipe.function.__name__ == name
+        assert all(f.metadata["help"] for f in fields(recipe.options)), name
+
+
+def test_recipe_options_are_checked_at_start_up_naming_the_key():
+    """A typo used to be ignored (the recipe read the options with .get and a default):
+    ``valid_sise: 5`` cut the default 400 sentences without a word (issue 28)."""
+    from aeqa_model.data.recipes import recipe_problems
+
+    assert recipe_problems("toy", SPEC) == [] and recipe_problems("wmt", WMT_SPEC) == []
+    typo = {**SPEC, "recipe_options": {"valid_sise": 5, "max_words": "100"}}
+    assert recipe_problems("toy", typo) == [
+        "datasets.toy.recipe_options.max_words: '100' is not of type 'integer'",
+        "datasets.toy.recipe_options.valid_sise: unknown option of recipe gettext_catalogs "
+        "(known: locale, split_seed, valid_size, test_size, max_words)"]
+    bad_entry = json.loads(json.dumps(WMT_SPEC))
+    bad_entry["recipe_options"]["test"][0]["format"] = "sgml"
+    del bad_entry["recipe_options"]["train"]
+    problems = recipe_problems("wmt", bad_entry)
+    assert "datasets.wmt.recipe_options: 'train' is a required property" in problems
+    assert any(p.startswith("datasets.wmt.recipe_options.test: ") for p in problems)
+    assert recipe_problems("x", {"recipe": "gettext"})[0].startswith("datasets.x.recipe: unknown recipe 'gettext'")
+
+
+def test_the_workflow_refuses_a_bad_recipe_option_before_any_job():
+    import yaml
+
+    from aeqa_model import config as cfgmod
+
+    cfg = yaml.safe_load((ROOT / "config/smoke.yaml").read_text(encoding="utf-8"))
+    name = next(iter(cfg["datasets"]))
+    cfg["datasets"][name].setdefault("recipe_options", {})["test_sise"] = 3
+    with pytest.raises(ValueError, match=rf"datasets\.{name}\.recipe_options\.test_sise: unknown option"):
+        cfgmod.load(cfg, ROOT)
+
+
+def test_a_recipe_reads_its_declared_defaults_and_refuses_bad_options(wheels, tmp_path):
+    from aeqa_model.data.recipes.common import read_options
+    from aeqa_model.data.recipes.gettext_catalogs import GettextCatalogsOptions
+
+    options = read_options(GettextCatalogsOptions, "gettext_catalogs", "toy", {"recipe_options": {"locale": "de"}})
+    assert (options.valid_size, options.test_size, options.max_words, options.split_seed) == (400, 600, 100, 1)
+    with pytest.raises(InputError, match="valid_size: 0 is less than the minimum of 1"):
+        build_dataset("toy", {**SPEC, "recipe_options": {"valid_size": 0}}, wheels, tmp_path / "orig",
+                      log=lambda m: None)
+    assert not (tmp_path / "orig").exists()

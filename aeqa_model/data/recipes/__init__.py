@@ -1,6 +1,6 @@
 """Recipes: turn fetched source files into ``orig/{train,valid,test}.{lang}``.
 
-A dataset's ``recipe`` key picks one function of :data:`RECIPES`. Every recipe
+A dataset's ``recipe`` key picks one entry of :data:`RECIPES`. Every recipe
 writes detokenized, line-aligned text (one segment a line) and returns a
 manifest fragment with its counts; :func:`build_dataset` adds the source files
 and their checksums and is what ``python -m aeqa_model.download.cli`` calls.
@@ -33,8 +33,13 @@ Adding a recipe
 One new file plus one registry line: write ``<name>.py`` here with a function
 ``<name>(dataset, spec, paths, out_dir, log=print) -> dict`` that writes the
 ``{split}.{lang}`` files into ``out_dir`` and returns its manifest fragment
-(with ``splits``), then import it below and add ``"<name>": <name>`` to
-:data:`RECIPES`. Nothing else dispatches on recipe names.
+(with ``splits``), and a frozen dataclass declaring its ``recipe_options`` (each
+field a :func:`aeqa_model.declared.declared` with its default, help line and
+schema; :class:`~.common.NoOptions` when it takes none), which the function reads
+with :func:`~.common.read_options`. Then import both below and add
+``"<name>": Recipe(<name>, <Options>)`` to :data:`RECIPES`. Nothing else
+dispatches on recipe names: the workflow's start-up checks every dataset's
+``recipe`` and ``recipe_options`` against the registry (:func:`recipe_problems`).
 
 The package re-exports each recipe function under its module's name, so
 ``aeqa_model.data.recipes.<name>`` (and ``import aeqa_model.data.recipes.<name>
@@ -44,18 +49,20 @@ aeqa_model.data.recipes.<name> import ...``.
 from __future__ import annotations
 
 import os
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 from aeqa_model.io import InputError
 
-from .common import SPLITS
-from .debian_descriptions import debian_descriptions, description_units, parse_translation_file, split_sentences
-from .gettext_catalogs import PLACEHOLDER_PREFIX, gettext_catalogs, normalize_pair
-from .multi_reference import multi_reference
-from .parallel_corpora import IWSLT_SKIP_DEFAULT, extract_members, parallel_corpora, read_segments
+from .common import SPLITS, option_problems
+from .debian_descriptions import (DebianDescriptionsOptions, debian_descriptions, description_units,
+                                  parse_translation_file, split_sentences)
+from .gettext_catalogs import PLACEHOLDER_PREFIX, GettextCatalogsOptions, gettext_catalogs, normalize_pair
+from .multi_reference import MultiReferenceOptions, multi_reference
+from .parallel_corpora import (IWSLT_SKIP_DEFAULT, ParallelCorporaOptions, extract_members, parallel_corpora,
+                               read_segments)
 
 __all__ = [
-    "SPLITS", "RECIPES", "build_dataset",
+    "SPLITS", "Recipe", "RECIPES", "build_dataset", "recipe_problems",
     "gettext_catalogs", "normalize_pair", "PLACEHOLDER_PREFIX",
     "debian_descriptions", "split_sentences", "parse_translation_file", "description_units",
     "parallel_corpora", "extract_members", "read_segments", "IWSLT_SKIP_DEFAULT",
@@ -64,12 +71,30 @@ __all__ = [
 
 # --------------------------------------------------------------------------
 
-RECIPES: dict[str, Callable[..., dict]] = {
-    "gettext_catalogs": gettext_catalogs,
-    "debian_descriptions": debian_descriptions,
-    "parallel_corpora": parallel_corpora,
-    "multi_reference": multi_reference,
+class Recipe(NamedTuple):
+    """A recipe: its function and the dataclass declaring its ``recipe_options``."""
+
+    function: Callable[..., dict]
+    options: type
+
+
+RECIPES: dict[str, Recipe] = {
+    "gettext_catalogs": Recipe(gettext_catalogs, GettextCatalogsOptions),
+    "debian_descriptions": Recipe(debian_descriptions, DebianDescriptionsOptions),
+    "parallel_corpora": Recipe(parallel_corpora, ParallelCorporaOptions),
+    "multi_reference": Recipe(multi_reference, MultiReferenceOptions),
 }
+
+
+def recipe_problems(dataset: str, spec: Mapping) -> list[str]:
+    """Why the dataset's ``recipe`` or ``recipe_options`` would fail (one line each, naming
+    the config key; empty if none): checked at the workflow's start-up, before any
+    download, as the recipe itself checks them when it runs."""
+    recipe = spec.get("recipe")
+    if recipe not in RECIPES:
+        return [f"datasets.{dataset}.recipe: unknown recipe {recipe!r}; known: {', '.join(sorted(RECIPES))}"]
+    return option_problems(RECIPES[recipe].options, recipe, f"datasets.{dataset}.recipe_options",
+                           spec.get("recipe_options"))
 
 
 def build_dataset(dataset: str, spec: Mapping, fetched: Mapping, out_dir: str | os.PathLike,
@@ -90,7 +115,7 @@ def build_dataset(dataset: str, spec: Mapping, fetched: Mapping, out_dir: str | 
     missing = [name for name in spec["sources"] if name not in paths]
     if missing:
         raise InputError(f"dataset {dataset!r}: sources {missing} were not fetched")
-    result = RECIPES[recipe](dataset, spec, paths, out_dir, log=log)
+    result = RECIPES[recipe].function(dataset, spec, paths, out_dir, log=log)
     sources = []
     for name in spec["sources"]:
         item = fetched[name]

@@ -14,12 +14,69 @@ import random
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Sequence
+from dataclasses import MISSING, dataclass, fields
+from typing import Callable, Mapping, Sequence
 
+from aeqa_model.declared import declared, field_schemas, from_values
 from aeqa_model.io import InputError, write_lines
 
 SPLITS = ("train", "valid", "test")
 _WS = re.compile(r"\s+")
+
+POSINT = {"minimum": 1}
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoOptions:
+    """The ``recipe_options`` of a recipe that takes none."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeldOutOptions:
+    """What the recipes that cut their own held-out splits from one pool of pairs
+    (gettext_catalogs, debian_descriptions) share; each declares its sizes and word
+    limit itself, with its own defaults."""
+
+    locale: str | None = declared(None, "locale of the translated side (default: the dataset's non-English "
+                                        "language)", schema={"type": ["string", "null"]})
+    split_seed: int = declared(1, "seed of the shuffle that cuts valid / test / train", schema={"minimum": 0})
+
+
+def options_schema(options) -> dict:
+    """The JSON schema of a recipe's ``recipe_options`` from its declared ``options``
+    dataclass: closed, its fields without a default required."""
+    return {"type": "object", "additionalProperties": False,
+            "required": [f.name for f in fields(options) if f.default is MISSING],
+            "properties": field_schemas(options)}
+
+
+def option_problems(options, recipe: str, where: str, values) -> list[str]:
+    """Why ``values`` (a dataset's ``recipe_options``, at config path ``where``) are not
+    valid options of ``recipe`` (declared in ``options``): one line each, naming the key."""
+    import jsonschema
+
+    rules = options_schema(options)
+    problems = []
+    for err in jsonschema.Draft202012Validator(rules).iter_errors({} if values is None else values):
+        key = ".".join([where, *map(str, err.absolute_path)])
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict) and not err.absolute_path:
+            known = ", ".join(rules["properties"]) or "(none)"
+            problems += [f"{where}.{name}: unknown option of recipe {recipe} (known: {known})"
+                         for name in sorted(set(err.instance) - set(rules["properties"]))]
+        else:
+            problems.append(f"{key}: {err.message}")
+    return sorted(problems)
+
+
+def read_options(options, recipe: str, dataset: str, spec: Mapping):
+    """The dataset's ``recipe_options`` as an instance of the recipe's ``options``
+    dataclass, every key it does not give at its declared default; InputError naming
+    every bad key (the workflow's start-up checks the same, aeqa_model.config)."""
+    values = spec.get("recipe_options")
+    problems = option_problems(options, recipe, f"datasets.{dataset}.recipe_options", values)
+    if problems:
+        raise InputError(f"dataset {dataset!r}: " + "; ".join(problems))
+    return from_values(options, values or {}, {})
 
 
 def _locale_key(locale: str) -> str:

@@ -6,12 +6,26 @@ from __future__ import annotations
 import gzip
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from aeqa_model.declared import declared
 from aeqa_model.io import InputError
 
-from .common import _WS, _filter_split_write, _locale_key, _other_lang
+from .common import _WS, POSINT, HeldOutOptions, _filter_split_write, _locale_key, _other_lang, read_options
+
+
+@dataclass(frozen=True, kw_only=True)
+class DebianDescriptionsOptions(HeldOutOptions):
+    """The ``recipe_options`` of :func:`debian_descriptions`."""
+
+    valid_size: int = declared(1000, "pairs cut for the valid split", schema=POSINT)
+    test_size: int = declared(1000, "pairs cut for the test split", schema=POSINT)
+    max_words: int = declared(80, "pairs with a longer side (whitespace-separated words) are dropped", schema=POSINT)
+    sentence_split: bool = declared(True, "split each unit pair into sentences where both sides have as many")
+    train_size: int | None = declared(None, "keep only this many training pairs (null: all; e.g. the GPU tier's "
+                                            "rehearsal)", schema={"type": ["integer", "null"], "minimum": 1})
 
 #: A sentence end: ``.``, ``!``, ``?`` or ``:`` then space then what can start
 #: a sentence (a capital, a digit, a quote or a bracket).
@@ -126,16 +140,12 @@ def debian_descriptions(dataset: str, spec: Mapping, paths: Mapping[str, str], o
     source == target (untranslated), more than ``max_words`` (default 80)
     words a side, and the dedup and split of :func:`_filter_split_write`.
     """
-    options = dict(spec.get("recipe_options") or {})
+    options = read_options(DebianDescriptionsOptions, "debian_descriptions", dataset, spec)
     langs = list(spec["langs"])
     other = _other_lang(langs, dataset)
-    locale = options.get("locale", other)
-    valid_size = int(options.get("valid_size", 1000))
-    test_size = int(options.get("test_size", 1000))
-    seed = int(options.get("split_seed", 1))
-    max_words = int(options.get("max_words", 80))
-    sentence_split = bool(options.get("sentence_split", True))
-    train_size = int(options["train_size"]) if options.get("train_size") else None  # e.g. the GPU tier's rehearsal
+    locale = options.locale or other
+    valid_size, test_size, seed, max_words = options.valid_size, options.test_size, options.split_seed, options.max_words
+    sentence_split, train_size = options.sentence_split, options.train_size
     if len(spec["sources"]) != 2:
         raise InputError(f"dataset {dataset!r}: recipe debian_descriptions needs two sources, the "
                          f"Translation-en file then the Translation-{locale} file; got {list(spec['sources'])}")

@@ -6,11 +6,22 @@ import html
 import os
 import re
 import zipfile
+from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from aeqa_model.declared import declared
 from aeqa_model.io import InputError
 
-from .common import _WS, _filter_split_write, _locale_key, _other_lang
+from .common import _WS, POSINT, HeldOutOptions, _filter_split_write, _locale_key, _other_lang, read_options
+
+
+@dataclass(frozen=True, kw_only=True)
+class GettextCatalogsOptions(HeldOutOptions):
+    """The ``recipe_options`` of :func:`gettext_catalogs`."""
+
+    valid_size: int = declared(400, "pairs cut for the valid split", schema=POSINT)
+    test_size: int = declared(600, "pairs cut for the test split", schema=POSINT)
+    max_words: int = declared(100, "pairs with a longer side (whitespace-separated words) are dropped", schema=POSINT)
 
 #: HTML/XML tags. A tag must start with a letter right after ``<`` (or ``</``),
 #: so text such as ``a < b`` or ``<Answer: {question}>`` is not a tag.
@@ -89,14 +100,11 @@ def gettext_catalogs(dataset: str, spec: Mapping, paths: Mapping[str, str], out_
     """
     import polib  # local: only this recipe needs it
 
-    options = dict(spec.get("recipe_options") or {})
+    options = read_options(GettextCatalogsOptions, "gettext_catalogs", dataset, spec)
     langs = list(spec["langs"])
     other = _other_lang(langs, dataset)
-    locale = options.get("locale", other)
-    valid_size = int(options.get("valid_size", 400))
-    test_size = int(options.get("test_size", 600))
-    seed = int(options.get("split_seed", 1))
-    max_words = int(options.get("max_words", 100))
+    locale = options.locale or other
+    valid_size, test_size, seed, max_words = options.valid_size, options.test_size, options.split_seed, options.max_words
     po_pattern = re.compile(r"(?:^|/)locale/([^/]+)/LC_MESSAGES/[^/]+\.po$")
 
     per_source = []

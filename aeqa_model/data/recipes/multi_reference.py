@@ -5,10 +5,21 @@ from __future__ import annotations
 import gzip
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from aeqa_model.declared import declared
 from aeqa_model.io import InputError, write_lines
+
+from .common import read_options
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiReferenceOptions:
+    """The ``recipe_options`` of :func:`multi_reference`."""
+
+    src_lang: str = declared("en", "language of the file's S (source) lines")
 
 _MULTI_REF_LINE = re.compile(r"^(S|T|R(\d+))-(\d+)\s(.*)$")
 
@@ -26,9 +37,9 @@ def multi_reference(dataset: str, spec: Mapping, paths: Mapping[str, str], out_d
     valid split. ``recipe_options.src_lang`` (default ``en``) names the
     language of the ``S`` lines.
     """
-    options = dict(spec.get("recipe_options") or {})
+    options = read_options(MultiReferenceOptions, "multi_reference", dataset, spec)
     langs = list(spec["langs"])
-    src = options.get("src_lang", "en")
+    src = options.src_lang
     tgt = next(lang for lang in langs if lang != src)
     name = spec["sources"][0]
     path = Path(paths[name])

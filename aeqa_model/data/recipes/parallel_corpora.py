@@ -15,12 +15,14 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Mapping, Sequence
 
+from aeqa_model.declared import declared
 from aeqa_model.io import InputError, atomic_open
 
-from .common import SPLITS
+from .common import SPLITS, read_options
 
 # --------------------------------------------------------------------------
 # archives and line readers (WMT / IWSLT)
@@ -137,6 +139,37 @@ def extract_members(paths: Sequence[str], members: Iterable[str], dest: str | os
 
 _SEG = re.compile(rb"<seg[^>]*>\s*(.*?)\s*</seg>", re.IGNORECASE)
 #: Metadata lines fairseq's prepare-iwslt14.sh removes with ``grep -v`` (a substring anywhere).
+FORMATS = ("text", "sgm", "xml", "iwslt_tags")
+
+# One corpus entry of a split (read_segments and _corpus_pairs say what each key does).
+CORPUS_ENTRY = {
+    "type": "object", "additionalProperties": False, "required": ["source", "files"],
+    "properties": {
+        "source": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                             {"type": "object", "additionalProperties": {"type": "string"}}]},
+        "files": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+        "format": {"enum": list(FORMATS)},
+        "replace": {"type": "array", "items": {"type": "array", "items": {"type": "string"}, "minItems": 2,
+                                               "maxItems": 2}},
+        "skip": {"type": "array", "items": {"type": "string"}},
+    },
+}
+CORPORA = {"type": "array", "items": CORPUS_ENTRY, "minItems": 1}
+CORPORA_OR_EVERY_NTH = {"anyOf": [CORPORA, {
+    "type": "object", "additionalProperties": False, "required": ["every_nth_train"],
+    "properties": {"every_nth_train": {"type": "integer", "minimum": 2}}}]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParallelCorporaOptions:
+    """The ``recipe_options`` of :func:`parallel_corpora`: the corpus entries of each split."""
+
+    train: list = declared(help="corpus entries concatenated into train", schema=CORPORA)
+    valid: list | dict = declared(help="corpus entries of valid, or {every_nth_train: N} (taken out of train)",
+                                  schema=CORPORA_OR_EVERY_NTH)
+    test: list | dict = declared(help="corpus entries of test, or {every_nth_train: N}", schema=CORPORA_OR_EVERY_NTH)
+
+
 IWSLT_SKIP_DEFAULT = ("<url>", "<talkid>", "<keywords>")
 _IWSLT_DROP_TAGS = re.compile(rb"</?(?:title|description)>")
 
@@ -173,7 +206,7 @@ def read_segments(path: str | os.PathLike, fmt: str, skip: Sequence[str] | None 
                     continue
                 yield _IWSLT_DROP_TAGS.sub(b"", line).strip()
             else:
-                raise InputError(f"{path}: unknown corpus format {fmt!r} (text, sgm, xml, iwslt_tags)")
+                raise InputError(f"{path}: unknown corpus format {fmt!r} ({', '.join(FORMATS)})")
 
 
 def _apply_replacements(line: bytes, replacements: Sequence[Sequence[str]]) -> bytes:
@@ -263,20 +296,12 @@ def parallel_corpora(dataset: str, spec: Mapping, paths: Mapping[str, str], out_
     prepare stage, which counts and drops it on train. The text is not
     otherwise changed (no tokenization, no cleaning).
     """
-    options = dict(spec.get("recipe_options") or {})
+    options = read_options(ParallelCorporaOptions, "parallel_corpora", dataset, spec)
     langs = list(spec["langs"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    nth: dict[str, int] = {}
-    for split in ("valid", "test"):
-        value = options.get(split)
-        if isinstance(value, Mapping):
-            if "every_nth_train" not in value:
-                raise InputError(f"dataset {dataset!r}: recipe_options.{split} must be a list of corpus "
-                                 f"entries or {{every_nth_train: N}}")
-            nth[split] = int(value["every_nth_train"])
-    if not options.get("train"):
-        raise InputError(f"dataset {dataset!r}: recipe_options.train lists no corpus")
+    nth = {split: int(getattr(options, split)["every_nth_train"])
+           for split in ("valid", "test") if isinstance(getattr(options, split), Mapping)}
     manifest: dict = {"recipe": "parallel_corpora", "corpora": {}, "splits": {}}
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=out_dir) as tmp:
         workdir = Path(tmp)
@@ -284,7 +309,7 @@ def parallel_corpora(dataset: str, spec: Mapping, paths: Mapping[str, str], out_
         with _SplitWriter(out_dir, langs, ["train", *nth]) as writer:
             line_no = 0
             manifest["corpora"]["train"] = []
-            for entry in options["train"]:
+            for entry in options.train:
                 pairs, info = _corpus_pairs(entry, langs, paths, workdir, dataset)
                 for row in pairs:
                     line_no += 1
@@ -298,9 +323,7 @@ def parallel_corpora(dataset: str, spec: Mapping, paths: Mapping[str, str], out_
             if split in nth:
                 manifest["corpora"][split] = {"every_nth_train": nth[split]}
                 continue
-            entries = options.get(split) or []
-            if not entries:
-                raise InputError(f"dataset {dataset!r}: recipe_options.{split} lists no corpus")
+            entries = getattr(options, split)
             manifest["corpora"][split] = []
             with _SplitWriter(out_dir, langs, [split]) as writer:
                 for entry in entries:
