@@ -6,7 +6,6 @@ contract of docs/formats.md; docs/metrics.md says what each number means.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -123,55 +122,62 @@ def _json_arg(value: str, flag: str) -> dict:
     return obj
 
 
-def evaluate_cell(args: argparse.Namespace) -> int:
-    """Score the files that ``args`` (aeqa_model.evaluate.cli's flags) name and write ``args.out``.
+def evaluate_cell(*, hyp_tok: str, ref_tok: str, hyp_detok: str, ref_detok: str, src_detok: str, tgt_lang: str,
+                  spec: str, cell: str, provenance: str, out: str, speed: str | None = None,
+                  baseline_hyp_tok: str | None = None, baseline_name: str | None = None,
+                  extra_refs_tok: Sequence[str] | None = None, multi_reference_from: str | None = None,
+                  no_progress: bool = False, device: str = "auto") -> int:
+    """Score the files named (aeqa_model.evaluate.cli's flags, whose help lines say what
+    each is; ``spec``, ``cell``, ``provenance``, ``speed`` and ``multi_reference_from`` are
+    JSON inline or a path) and write ``out``.
 
     Returns the exit code: 0, or 2 on bad input (reported on stderr)."""
+    paths = {"hyp_tok": hyp_tok, "ref_tok": ref_tok, "hyp_detok": hyp_detok, "ref_detok": ref_detok,
+             "src_detok": src_detok}
     try:
-        spec = _json_arg(args.spec, "--spec")
-        cell = _json_arg(args.cell, "--cell")
-        provenance = _json_arg(args.provenance, "--provenance")
+        spec_values = _json_arg(spec, "--spec")
+        cell_values = _json_arg(cell, "--cell")
+        provenance_values = _json_arg(provenance, "--provenance")
 
-        files = {k: (getattr(args, k), read_lines(getattr(args, k)))
-                 for k in ("hyp_tok", "ref_tok", "hyp_detok", "ref_detok", "src_detok")}
+        files = {k: (path, read_lines(path)) for k, path in paths.items()}
         _aligned(files["hyp_tok"], files["ref_tok"])
         _aligned(files["hyp_detok"], files["ref_detok"])
         _aligned(files["hyp_tok"], files["hyp_detok"])
         _aligned(files["src_detok"], files["ref_detok"])
         if not files["ref_tok"][1]:
-            raise InputError(f"{args.ref_tok}: no sentences to evaluate")
+            raise InputError(f"{ref_tok}: no sentences to evaluate")
         _no_empty(*files["ref_tok"])
         _no_empty(*files["ref_detok"])
 
         baseline = None
-        if args.baseline_hyp_tok:
-            baseline = (args.baseline_hyp_tok, read_lines(args.baseline_hyp_tok))
+        if baseline_hyp_tok:
+            baseline = (baseline_hyp_tok, read_lines(baseline_hyp_tok))
             _aligned(files["hyp_tok"], baseline)
-        elif args.baseline_name:
+        elif baseline_name:
             raise InputError("--baseline-name given without --baseline-hyp-tok")
         extra = []
-        for path in args.extra_refs_tok or []:
+        for path in extra_refs_tok or []:
             ref = (path, read_lines(path))
             _aligned(files["ref_tok"], ref)
             _no_empty(*ref)
             extra.append(ref[1])
 
-        if args.speed:
-            speed = _json_arg(args.speed, "--speed")
+        if speed:
+            speed_values = _json_arg(speed, "--speed")
         else:
-            speed = {"status": "not available: no --speed file given"}
+            speed_values = {"status": "not available: no --speed file given"}
 
         metrics = evaluate(
             hyp_tok=files["hyp_tok"][1], ref_tok=files["ref_tok"][1],
             hyp_detok=files["hyp_detok"][1], ref_detok=files["ref_detok"][1],
-            src_detok=files["src_detok"][1], tgt_lang=args.tgt_lang, spec=spec,
+            src_detok=files["src_detok"][1], tgt_lang=tgt_lang, spec=spec_values,
             baseline_hyp_tok=baseline[1] if baseline else None,
-            baseline_name=(args.baseline_name or args.baseline_hyp_tok) if baseline else None,
-            extra_refs_tok=extra or None, progress=not args.no_progress, device=args.device)
-        if args.multi_reference_from:
-            other = _json_arg(args.multi_reference_from, "--multi-reference-from")
+            baseline_name=(baseline_name or baseline_hyp_tok) if baseline else None,
+            extra_refs_tok=extra or None, progress=not no_progress, device=device)
+        if multi_reference_from:
+            other = _json_arg(multi_reference_from, "--multi-reference-from")
             entry = dict(other["metrics"]["multi_reference"])
-            entry["evaluated_on"] = {"file": args.multi_reference_from, "cell": other.get("cell"),
+            entry["evaluated_on"] = {"file": multi_reference_from, "cell": other.get("cell"),
                                      "n_sentences": other.get("n_sentences")}
             metrics["multi_reference"] = entry
     except InputError as err:
@@ -180,18 +186,17 @@ def evaluate_cell(args: argparse.Namespace) -> int:
 
     # Sources the decoder had to cut to the model's positions (decode.cli counts them in
     # speed.json): a score over cut sentences says so next to the numbers.
-    if isinstance(speed, dict) and "source_truncation" in speed:
-        provenance["source_truncation"] = speed["source_truncation"]
+    if isinstance(speed_values, dict) and "source_truncation" in speed_values:
+        provenance_values["source_truncation"] = speed_values["source_truncation"]
     # The metric library's version belongs next to the numbers it produced.
-    provenance.setdefault("versions", {}).setdefault("sacrebleu", sacrebleu.__version__)
-    out = {
-        "cell": cell,
+    provenance_values.setdefault("versions", {}).setdefault("sacrebleu", sacrebleu.__version__)
+    write_json(out, {
+        "cell": cell_values,
         "n_sentences": len(files["hyp_tok"][1]),
         "metrics": metrics,
-        "speed": speed,
-        "provenance": provenance,
-    }
-    write_json(args.out, out)
-    log.info("wrote %s: bleu_tok %.2f, sacrebleu %.2f, chrf %.2f", args.out,
+        "speed": speed_values,
+        "provenance": provenance_values,
+    })
+    log.info("wrote %s: bleu_tok %.2f, sacrebleu %.2f, chrf %.2f", out,
              metrics["bleu_tok"]["score"], metrics["sacrebleu"]["score"], metrics["chrf"]["score"])
     return 0

@@ -31,11 +31,11 @@ How it runs (as training does, issue 15):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,34 +54,56 @@ from aeqa_model.train.runtime import (DIVERGED_EXIT_CODE, RERUN_EXIT_CODE, Signa
                                      configure_logging)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the stage ``args.stage`` with aeqa_model.pretrain_sqs.cli's flags; returns the exit code
-    (0 done, 75 checkpointed on a signal: rerun to resume, 2 bad input)."""
+@dataclass(frozen=True, kw_only=True)
+class StageJob:
+    """One run of the encoder or the align stage: what aeqa_model.pretrain_sqs.cli's flags
+    give (their help lines say what each is)."""
+
+    stage: str                      # encoder | align
+    spec: dict                      # the pretrain_sqs config section
+    src_text: str                   # training sentences, detokenized, line-aligned
+    tgt_text: str
+    codebook_size: int
+    dim: int                        # the NAT width D
+    encoder_out: str                # the denoised encoder (the encoder stage's output, the align stage's input)
+    out: str                        # sqs.pt (align)
+    stats: str                      # the stage's stats.json
+    aligned_encoder_out: str | None = None
+    seed: int = 1
+    threads: int = 0
+    device: str = "auto"
+    checkpoint: str | None = None   # default: <output stem>_checkpoint.pt
+    log_csv: str | None = None      # default: <output stem>_log.csv
+
+
+def run(job: StageJob) -> int:
+    """Run the stage ``job.stage``; returns the exit code (0 done, 75 checkpointed on a
+    signal: rerun to resume, 2 bad input)."""
     configure_logging(int(os.environ.get("RANK", "0")))
     log = logging.info
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    spec = json.loads(args.spec)
+    if job.threads > 0:
+        torch.set_num_threads(job.threads)
+    torch.manual_seed(job.seed)
+    spec = job.spec
     try:
-        src, tgt = read_lines(args.src_text), read_lines(args.tgt_text)
+        src, tgt = read_lines(job.src_text), read_lines(job.tgt_text)
         if len(src) != len(tgt):
-            raise InputError(f"{args.src_text} has {len(src)} lines but {args.tgt_text} has {len(tgt)}")
+            raise InputError(f"{job.src_text} has {len(src)} lines but {job.tgt_text} has {len(tgt)}")
         if spec.get("encoder", "embedded") == "mbart":
             check_mbart_dir(spec.get("mbart_path") or "")
         save_every = int(spec.get("save_every", DEFAULT_SAVE_EVERY))
         if save_every < 1:
             raise InputError(f"pretrain_sqs.save_every={save_every}: must be at least 1")
-        rt = setup_runtime(args.device, spec.get("amp", "auto"))
-        output = args.encoder_out if args.stage == "encoder" else args.out
-        run = StageRun(rt, csv_path=Path(args.log_csv or stage_file(output, "_log.csv")), save_every=save_every,
+        rt = setup_runtime(job.device, spec.get("amp", "auto"))
+        output = job.encoder_out if job.stage == "encoder" else job.out
+        run = StageRun(rt, csv_path=Path(job.log_csv or stage_file(output, "_log.csv")), save_every=save_every,
                        signals=SignalFlag())
-        checkpoint_path = args.checkpoint or stage_file(output, "_checkpoint.pt")
-        log(f"pretrain_sqs {args.stage} on {rt.device}" + (" (bf16 autocast)" if rt.amp else "")
+        checkpoint_path = job.checkpoint or stage_file(output, "_checkpoint.pt")
+        log(f"pretrain_sqs {job.stage} on {rt.device}" + (" (bf16 autocast)" if rt.amp else "")
             + (f", {rt.world} processes" if rt.world > 1 else ""))
-        if args.stage == "encoder":
-            return encoder_stage(spec, src, tgt, args, run, checkpoint_path, log)
-        return align_stage(spec, src, tgt, args, run, checkpoint_path, log)
+        if job.stage == "encoder":
+            return encoder_stage(spec, src, tgt, job, run, checkpoint_path, log)
+        return align_stage(spec, src, tgt, job, run, checkpoint_path, log)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -93,27 +115,27 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def encoder_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> int:
+def encoder_stage(spec, src, tgt, job: StageJob, run: StageRun, checkpoint_path, log) -> int:
     """Denoising pre-training of the embedded encoder (mBART needs none)."""
     rt = run.rt
     if spec.get("encoder", "embedded") == "mbart":
         # mBART-large-cc25 is pre-trained already: the align stage loads it from mbart_path.
         path = check_mbart_dir(spec["mbart_path"])
         if rt.main:
-            save_checkpoint(Path(args.encoder_out), {"encoder": "mbart", "mbart_path": str(path)})
-            write_json(args.stats, {"encoder": f"mbart:{path}", "updates": 0})
+            save_checkpoint(Path(job.encoder_out), {"encoder": "mbart", "mbart_path": str(path)})
+            write_json(job.stats, {"encoder": f"mbart:{path}", "updates": 0})
         return 0
     emb = spec["embedded"]
     batch_size = int(emb.get("batch_size", 32))
     if batch_size < rt.world:
         raise InputError(f"pretrain_sqs.embedded.batch_size={batch_size}: needs at least one sentence per "
                          f"process ({rt.world}); set it to {rt.world} or more")
-    run.checkpoint = StageCheckpoint(checkpoint_path, fingerprint("encoder", spec, seed=args.seed,
+    run.checkpoint = StageCheckpoint(checkpoint_path, fingerprint("encoder", spec, seed=job.seed,
                                                                   corpus=text_digest(src, tgt)), rt, log)
     run.resume = run.checkpoint.load(required=("model", "spm"))
     import sentencepiece as spm
 
-    spm_path = Path(f"{Path(args.encoder_out).with_suffix('.spm')}.model")
+    spm_path = Path(f"{Path(job.encoder_out).with_suffix('.spm')}.model")
     if run.resume is not None:   # the vocabulary the checkpoint was trained with
         proto = run.resume["spm"]
         if rt.main and (not spm_path.exists() or spm_path.read_bytes() != proto):
@@ -121,8 +143,8 @@ def encoder_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> 
                 handle.write(proto)
     else:
         if rt.main:
-            train_sentencepiece(src + tgt, Path(args.encoder_out).with_suffix(".spm"),
-                                int(emb.get("sentencepiece_vocab", 8000)), args.seed)
+            train_sentencepiece(src + tgt, Path(job.encoder_out).with_suffix(".spm"),
+                                int(emb.get("sentencepiece_vocab", 8000)), job.seed)
         rt.barrier()
         proto = spm_path.read_bytes()
     rt.barrier()
@@ -131,22 +153,22 @@ def encoder_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> 
     sentences = [spm_model.encode(s) for s in src + tgt if s.strip()]
     encoder = EmbeddedEncoder(spm_model.get_piece_size(), emb)
     losses = denoise_pretrain(encoder, sentences, int(emb["denoise_updates"]), float(spec["lr"]), batch_size,
-                              args.seed, log, run)
+                              job.seed, log, run)
     if losses is None:
         return RERUN_EXIT_CODE
-    refuse_nonfinite(args.encoder_out, encoder.state_dict(), "denoising", f"last loss {losses[-1]:.4g}",
+    refuse_nonfinite(job.encoder_out, encoder.state_dict(), "denoising", f"last loss {losses[-1]:.4g}",
                      f"a lower pretrain_sqs.lr (now {spec['lr']})", "pretrain_sqs_encoder")
     if rt.main:
-        save_checkpoint(Path(args.encoder_out), {"state_dict": encoder.to("cpu").state_dict(),
+        save_checkpoint(Path(job.encoder_out), {"state_dict": encoder.to("cpu").state_dict(),
                                                  "vocab_size": spm_model.get_piece_size(), "spec": emb,
                                                  "spm": str(spm_path), "denoise_loss": losses})
-        write_json(args.stats, {"denoise_loss_first": losses[0], "denoise_loss_last": float(np.mean(losses[-20:])),
+        write_json(job.stats, {"denoise_loss_first": losses[0], "denoise_loss_last": float(np.mean(losses[-20:])),
                                 "updates": len(losses)})
     run.checkpoint.remove()
     return 0
 
 
-def align_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> int:
+def align_stage(spec, src, tgt, job: StageJob, run: StageRun, checkpoint_path, log) -> int:
     import sentencepiece as spm
 
     rt = run.rt
@@ -154,11 +176,11 @@ def align_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> in
     if batch_size < rt.world:
         raise InputError(f"pretrain_sqs.batch_size={batch_size}: needs at least one sentence per process "
                          f"({rt.world}); set it to {rt.world} or more")
-    settings = {"seed": args.seed, "codebook_size": args.codebook_size, "dim": args.dim,
+    settings = {"seed": job.seed, "codebook_size": job.codebook_size, "dim": job.dim,
                 "corpus": text_digest(src, tgt)}
     if spec.get("encoder", "embedded") == "mbart":
-        return run_mbart(spec, src, tgt, args, run, checkpoint_path, settings, log)
-    encoder_path = Path(args.encoder_out)
+        return run_mbart(spec, src, tgt, job, run, checkpoint_path, settings, log)
+    encoder_path = Path(job.encoder_out)
     payload = load_encoder(encoder_path)
     spm_path = Path(payload["spm"])
     if not spm_path.exists():   # the results directory was moved: the model sits next to encoder.pt
@@ -177,18 +199,18 @@ def align_stage(spec, src, tgt, args, run: StageRun, checkpoint_path, log) -> in
                                                                   **settings), rt, log)
     run.resume = run.checkpoint.load(required=("net", "quantizer"))
     weight = float(spec.get("align_denoise_weight", 0.0))
-    result = align(encoder.model.encoder, lambda module, ids: module(ids), encoder.dim, pairs, args.codebook_size,
-                   args.dim, int(spec["align_updates"]), float(spec.get("alpha", 0.5)),
-                   float(spec.get("ema_decay", 0.99)), float(spec["lr"]), batch_size, args.seed, log, run,
+    result = align(encoder.model.encoder, lambda module, ids: module(ids), encoder.dim, pairs, job.codebook_size,
+                   job.dim, int(spec["align_updates"]), float(spec.get("alpha", 0.5)),
+                   float(spec.get("ema_decay", 0.99)), float(spec["lr"]), batch_size, job.seed, log, run,
                    denoiser=DenoiseNet(encoder.model), denoise_weight=weight)
     if result is None:
         return RERUN_EXIT_CODE
     aligned = {"kind": "embedded", "state_dict": encoder.state_dict(), "vocab_size": payload["vocab_size"],
                "spec": payload["spec"], "spm": spm_path.read_bytes()}
-    return finish(*result, args, "embedded", run, aligned=aligned)
+    return finish(*result, job, "embedded", run, aligned=aligned)
 
 
-def run_mbart(spec, src, tgt, args, run: StageRun, checkpoint_path, settings: dict, log) -> int:
+def run_mbart(spec, src, tgt, job: StageJob, run: StageRun, checkpoint_path, settings: dict, log) -> int:
     """Align with a real mBART encoder (transformers) loaded from a local directory."""
     try:
         from transformers import MBartModel, MBartTokenizer
@@ -216,38 +238,38 @@ def run_mbart(spec, src, tgt, args, run: StageRun, checkpoint_path, settings: di
     run.checkpoint = StageCheckpoint(checkpoint_path, fingerprint("align", spec, mbart=str(path), **settings),
                                      run.rt, log)
     run.resume = run.checkpoint.load(required=("net", "quantizer"))
-    result = align(mbart, encode, mbart.config.d_model, pairs, args.codebook_size, args.dim,
+    result = align(mbart, encode, mbart.config.d_model, pairs, job.codebook_size, job.dim,
                    int(spec["align_updates"]), float(spec.get("alpha", 0.5)), float(spec.get("ema_decay", 0.99)),
-                   float(spec["lr"]), int(spec.get("batch_size", 32)), args.seed, log, run, find_unused=True)
+                   float(spec["lr"]), int(spec.get("batch_size", 32)), job.seed, log, run, find_unused=True)
     if result is None:
         return RERUN_EXIT_CODE
     aligned = {"kind": "mbart", "state_dict": mbart.state_dict(), "mbart_path": str(path)}
-    return finish(*result, args, f"mbart:{path}", run, aligned=aligned)
+    return finish(*result, job, f"mbart:{path}", run, aligned=aligned)
 
 
-def finish(quantizer, projection, history, inference_usage, args, encoder_name, run: StageRun | None = None,
+def finish(quantizer, projection, history, inference_usage, job: StageJob, encoder_name, run: StageRun | None = None,
            aligned: dict | None = None) -> int:
     """Write sqs.pt (codebook, projection, usage) and stats.json and, where the flag
     asks for it, the aligned encoder (``aligned``: its weights after the alignment and
-    what it reads with) to ``args.aligned_encoder_out``, which the sqs_target_codes stage
+    what it reads with) to ``job.aligned_encoder_out``, which the sqs_target_codes stage
     needs for H_y from the pre-aligned encoder (docs/method.md #26). ``inference_usage``:
     the codes the encoder's states use without dropout (``usage_without_dropout``)."""
     rt = run.rt if run is not None else Runtime()
     if rt.world > 1:   # every rank counted its own share of the batches
         dist.all_reduce(quantizer.usage)
     last = f"last L_AL {history[-1]['L_AL']:.4g}" if history else "no update logged"
-    refuse_nonfinite(args.out, {"codebook": quantizer.codebook, **projection.state_dict()}, "alignment", last,
-                     f"a lower pretrain_sqs.lr (now {json.loads(args.spec).get('lr')}) or pretrain_sqs.alpha",
+    refuse_nonfinite(job.out, {"codebook": quantizer.codebook, **projection.state_dict()}, "alignment", last,
+                     f"a lower pretrain_sqs.lr (now {job.spec.get('lr')}) or pretrain_sqs.alpha",
                      "pretrain_sqs")
     stats = quantizer.statistics()
     if rt.main:
-        if getattr(args, "aligned_encoder_out", None) and aligned is not None:
+        if job.aligned_encoder_out and aligned is not None:
             aligned["state_dict"] = {k: v.detach().cpu().clone() for k, v in aligned["state_dict"].items()}
-            save_checkpoint(Path(args.aligned_encoder_out), aligned)
-        save_checkpoint(Path(args.out), {"codebook": quantizer.codebook.detach().cpu().clone(),
+            save_checkpoint(Path(job.aligned_encoder_out), aligned)
+        save_checkpoint(Path(job.out), {"codebook": quantizer.codebook.detach().cpu().clone(),
                                          "projection": projection.to("cpu").state_dict(),
                                          "encoder": encoder_name, "statistics": stats})
-        write_json(args.stats, {"encoder": encoder_name, "codebook_size": args.codebook_size, "dim": args.dim,
+        write_json(job.stats, {"encoder": encoder_name, "codebook_size": job.codebook_size, "dim": job.dim,
                                 "usage": stats, "usage_without_dropout": inference_usage,
                                 "first": history[0] if history else None,
                                 "last": history[-1] if history else None,

@@ -27,7 +27,6 @@ targets use and how often neighbouring target positions share one.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -214,51 +213,36 @@ def code_statistics(codes: list[np.ndarray], num_codes: int) -> dict:
             "perplexity": usage["perplexity"], "same_code_neighbours": same / pairs if pairs else 0.0}
 
 
-def run(args: argparse.Namespace) -> int:
+def run(*, sqs: str, aligned_encoder: str, train_tgt: str, valid_tgt: str, out_dir: str, report: str,
+        max_tokens: int = 4000, device: str = "auto", threads: int = 0) -> int:
+    """Write the codes of the training and validation targets (``train_tgt``, ``valid_tgt``:
+    BPE text) into ``out_dir`` and ``report`` last, from the pretrain_sqs rule's ``sqs``
+    and ``aligned_encoder``; ``max_tokens`` encoder pieces per batch. Returns the exit
+    code (0, or 2 on bad input)."""
     from aeqa_model.device import pick_device
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
     try:
-        device = pick_device(args.device)
-        encoder = PretrainedTargetEncoder(Path(args.aligned_encoder), Path(args.sqs), device)
-        out_dir = Path(args.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        report = {"encoder": encoder.kind, "sqs": str(args.sqs), "aligned_encoder": str(args.aligned_encoder),
-                  "splits": {}}
-        for split, text in (("train", args.train_tgt), ("valid", args.valid_tgt)):
+        torch_device = pick_device(device)
+        encoder = PretrainedTargetEncoder(Path(aligned_encoder), Path(sqs), torch_device)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {"encoder": encoder.kind, "sqs": str(sqs), "aligned_encoder": str(aligned_encoder), "splits": {}}
+        for split, text in (("train", train_tgt), ("valid", valid_tgt)):
             lines = read_lines(text)
             logging.info("%s: %d target sentences from %s", split, len(lines), text)
-            codes, nearest = encoder.codes(lines, args.max_tokens)
-            write_indexed(out_dir / split, [c.tolist() for c in codes])
+            codes, nearest = encoder.codes(lines, max_tokens)
+            write_indexed(out / split, [c.tolist() for c in codes])
             stats = code_statistics(codes, encoder.quantizer.num_codes)
-            report["splits"][split] = {"text": str(text), "sentences": len(lines), "nearest_piece_tokens": nearest,
-                                       **stats}
+            summary["splits"][split] = {"text": str(text), "sentences": len(lines),
+                                        "nearest_piece_tokens": nearest, **stats}
             logging.info("%s: %d tokens, %d/%d codes used, perplexity %.1f, %.1f%% of neighbours on one code, "
                          "%d tokens took the nearest piece", split, stats["tokens"], stats["codes_used"],
                          stats["codes"], stats["perplexity"], 100 * stats["same_code_neighbours"], nearest)
-        write_json(args.report, report)
+        write_json(report, summary)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="aeqa-pretrain-sqs --stage codes", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sqs", required=True, help="sqs.pt of the pretrain_sqs rule (codebook and projection)")
-    p.add_argument("--aligned-encoder", required=True, help="aligned_encoder.pt of the pretrain_sqs rule")
-    p.add_argument("--train-tgt", required=True, help="BPE text of the NAT's training targets (raw or KD)")
-    p.add_argument("--valid-tgt", required=True, help="BPE text of the validation targets")
-    p.add_argument("--out-dir", required=True, help="writes train.{bin,idx,sum} and valid.{bin,idx,sum} here")
-    p.add_argument("--report", required=True, help="report.json, written last")
-    p.add_argument("--max-tokens", type=int, default=4000, help="encoder pieces per batch")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=0)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
