@@ -38,7 +38,8 @@ PATTERNS = {
     "sqs_file": "{RESULTS}/sqs/{dataset}/{variant}/{file}",
     # the pre-aligned encoder's code of each target token (h_y_encoder: pretrained); variant:
     # the directory of the sqs.pt it is made with (K{k}_D{dim} or K{k}_D{dim}_A{align})
-    "sqs_codes": "{RESULTS}/sqs/{dataset}/{variant}/codes/{direction}.{data}/report.json",
+    # file: report.json (written last), or the prefixes train and valid (.bin/.idx/.sum)
+    "sqs_codes": "{RESULTS}/sqs/{dataset}/{variant}/codes/{direction}.{data}/{file}",
     "model": f"{{RESULTS}}/models/{_CELL}/model.pt",
     "decode": f"{{RESULTS}}/decode/{_CELL}/{{decoding}}/{{file}}",  # file: hyp.tok, hyp.bpe, hyp.detok, speed.json
     "metrics": f"{{RESULTS}}/eval/{_CELL}/{{decoding}}/metrics.json",
@@ -116,14 +117,14 @@ class RunLayout:
             return self.path("sqs_variant", dataset=dataset, k=k, dim=dim, align=int(align), file="sqs.pt")
         return self.path("sqs", dataset=dataset, k=k, dim=dim, file="sqs.pt")
 
-    def model_codes_report(self, dataset: str, direction: str, data: str, model: str) -> str | None:
-        """report.json of the target codes a model with ``h_y_encoder: pretrained`` reads
-        (made with the model's own sqs.pt, from the targets it trains on); None for the rest.
-        The codes themselves are ``train`` and ``valid`` (.bin/.idx/.sum) beside it."""
+    def model_codes(self, dataset: str, direction: str, data: str, model: str, file: str) -> str | None:
+        """``file`` (report.json, or the prefix train or valid) of the target codes a model
+        with ``h_y_encoder: pretrained`` reads (made with the model's own sqs.pt, from the
+        targets it trains on); None for the rest."""
         if not cfgmod.reads_target_codes(self.models[model]):
             return None
         variant = self.model_sqs_path(dataset, model).rsplit("/", 2)[-2]
-        return self.path("sqs_codes", dataset=dataset, variant=variant, direction=direction, data=data)
+        return self.path("sqs_codes", dataset=dataset, variant=variant, direction=direction, data=data, file=file)
 
     def model_path(self, dataset: str, direction: str, data: str, model: str) -> str:
         return self.path("model", dataset=self.model_dataset(dataset), direction=direction, data=data, model=model)

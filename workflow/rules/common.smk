@@ -151,7 +151,7 @@ def train_inputs(wc):
         inputs["kd"] = path("kd_bin_report", dataset=wc.dataset, direction=wc.direction)
     if needs_sqs(wc.model):
         inputs["sqs"] = model_sqs_path(wc.dataset, wc.model)
-    codes = LAYOUT.model_codes_report(wc.dataset, wc.direction, data_of(wc), wc.model)
+    codes = LAYOUT.model_codes(wc.dataset, wc.direction, data_of(wc), wc.model, "report.json")
     if codes:
         inputs["codes"] = codes
     return inputs
@@ -170,10 +170,10 @@ def sqs_inputs(wc):
     if not needs_sqs(wc.model):
         return []
     flags = ["--sqs-init", model_sqs_path(wc.dataset, wc.model)]
-    codes = LAYOUT.model_codes_report(wc.dataset, wc.direction, data_of(wc), wc.model)
-    if codes:
-        folder = str(Path(codes).parent)
-        flags += ["--train-codes", f"{folder}/train", "--valid-codes", f"{folder}/valid"]
+    for split in ("train", "valid"):
+        codes = LAYOUT.model_codes(wc.dataset, wc.direction, data_of(wc), wc.model, split)
+        if codes:
+            flags += [f"--{split}-codes", codes]
     return flags
 
 

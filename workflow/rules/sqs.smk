@@ -105,7 +105,7 @@ rule sqs_target_codes:
         bpe=lambda wc: path("bpe_done", dataset=wc.dataset),
         kd=lambda wc: [target_text(wc)] if wc.data == "kd" else [],
     output:
-        report=path("sqs_codes"),
+        report=path("sqs_codes", file="report.json"),
     wildcard_constraints:
         variant=r"K\d+_D\d+(_A\d+)?",
         data="raw|kd",
