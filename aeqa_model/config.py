@@ -72,16 +72,24 @@ def load_yaml(path: str | Path):
 
 
 def merge_paper_grid(cfg: dict, root: Path = ROOT) -> dict:
-    """The table/figure grid lives in its own file (config key paper_grid); it may add
-    sweep models and decodings, which join the base ones. Merges in place and returns
-    ``cfg``. A paper_grid or section of the wrong type is left to the schema check."""
+    """The table/figure grid lives in its own file (config key paper_grid), read with its
+    layout resolved (paper/grid_file.py: the paper's layout, the run's dataset roles and
+    overrides); it may add sweep models and decodings, which join the base ones. Merges
+    in place and returns ``cfg``. A paper_grid or section of the wrong type is left to
+    the schema check."""
+    from aeqa_model.io import InputError
+    from aeqa_model.paper.grid_file import read_grid
+
     grid_path = cfg.get("paper_grid")
     if not grid_path or not isinstance(grid_path, str):
         return cfg
     path = Path(grid_path) if Path(grid_path).is_absolute() else Path(root) / grid_path
     if not path.exists():
         raise ValueError(f"config key paper_grid: {path} does not exist")
-    grid = load_yaml(path) or {}
+    try:
+        grid = read_grid(path, load_yaml, root)   # load_yaml: a key given twice is an error, in the layout too
+    except InputError as err:  # the config's problems are ValueErrors (load's contract)
+        raise ValueError(str(err)) from None
     for section in ("models", "decodings"):
         if not isinstance(cfg.get(section, {}), dict):
             continue

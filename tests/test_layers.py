@@ -16,7 +16,9 @@ It imports only base, so the trainer, cluster (runtimes from update_freq) and co
 (the training schema, the averaging check) all read it without cluster or config
 being allowed the rest of the train layer (the trainer, torch). metrics/settings.py,
 the evaluate settings' declarations, is likewise layer evaluate_settings: decode's
-speed protocol, the metrics and config read it.
+speed protocol, the metrics and config read it. paper/grid_file.py, which reads a paper
+grid file with its layout resolved, is layer paper_grid_file (base only): the config
+merges the grid through it and the paper package checks grids through it.
 
 Each pipeline stage's command line is ``aeqa_model/<stage>/cli.py``
 (tests/test_entry_points.py). Those of train, decode and paper live in their
@@ -52,6 +54,7 @@ LAYER_OF = {
     "config": "config", "layout": "config",
     "train.settings": "train_settings",
     "metrics.settings": "evaluate_settings",
+    "paper.grid_file": "paper_grid_file",
 }
 
 # layer -> the other layers it may import
@@ -66,9 +69,11 @@ MAY_IMPORT = {
     "data_cli": {"base", "data"},
     "metrics": {"base", "data", "evaluate_settings"},
     "metrics_cli": {"base", "data", "metrics"},
-    "paper": {"base", "metrics"},
+    "paper_grid_file": {"base"},
+    "paper": {"base", "metrics", "paper_grid_file"},
     "cluster": {"base", "data", "models", "decode", "train_settings", "evaluate_settings"},
-    "config": {"base", "data", "models", "decode", "metrics", "cluster", "train_settings", "evaluate_settings"},
+    "config": {"base", "data", "models", "decode", "metrics", "cluster", "train_settings", "evaluate_settings",
+               "paper_grid_file"},
 }
 
 STACK = ("base", "data", "models", "decode", "train")

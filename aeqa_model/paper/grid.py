@@ -1,6 +1,8 @@
 """Paper grid files (``config/paper/grid-*.yaml``): loading, block expansion, checks.
 
-A grid file has three top-level keys:
+A grid file, once read (:func:`aeqa_model.paper.grid_file.read_grid`: the paper's
+layout, ``config/paper/layout.yaml``, resolved with the run's dataset roles and
+overrides), has three top-level keys:
 
 ``models``
     extra model configurations the sweeps need (same schema as the run
@@ -22,10 +24,9 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import yaml
-
 from aeqa_model.io import InputError
 from aeqa_model.paper.cells import CELL_KEYS, MetricsIndex
+from aeqa_model.paper.grid_file import read_grid
 
 BLOCK_KEYS = ("datasets", "directions", "data", "models", "decodings")
 #: The paper's own numbers, one CSV per table and figure (``tableN.csv``, ``figureN.csv``).
@@ -46,15 +47,11 @@ OUTPUTS = TABLES + FIGURES
 
 
 def load_grid(path: str | Path) -> dict:
-    """Read a grid file and check its top-level shape."""
-    with open(path, encoding="utf-8") as handle:
-        grid = yaml.safe_load(handle) or {}
+    """Read a grid file (its layout resolved: grid_file.read_grid) and check its shape."""
+    grid = read_grid(path)
     for key in ("models", "decodings", "outputs"):
         if key not in grid:
             raise InputError(f"{path}: missing top-level key {key!r}")
-    unknown = set(grid) - {"models", "decodings", "outputs", "notice"}
-    if unknown:
-        raise InputError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
     for name, spec in grid["outputs"].items():
         if name not in OUTPUTS:
             raise InputError(f"{path}: outputs.{name}: not one of {', '.join(OUTPUTS)}")
