@@ -1,4 +1,5 @@
-"""The paper's transcribed numbers (config/paper/*.csv) and the two grid files."""
+"""The paper's transcribed numbers (config/paper/*.csv), the paper's layout
+(config/paper/layout.yaml) and the grid files that map it onto each run."""
 from __future__ import annotations
 
 import csv
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aeqa_model.io import InputError
 from aeqa_model.paper.grid import (FIGURES, OUTPUTS, TABLES, check_grid, expand_blocks, load_grid, training_runs,
                                    unproduced_cells)
 from aeqa_model.paper.paperdata import load_figure, load_table
@@ -112,6 +114,108 @@ def test_grid_is_consistent(grid_name, datasets):
             known = set(load_table(PAPER_DIR, name).row_ids())
             for row in spec["rows"]:
                 assert row["paper_row"] in known, (name, row)
+
+
+@pytest.mark.parametrize("grid_path", sorted(PAPER_DIR.glob("grid-*.yaml")), ids=lambda p: p.name)
+def test_every_grid_resolves_through_the_config_loader_too(grid_path):
+    """load_grid (the paper package) and merge_paper_grid (the workflow's start-up) read a
+    grid through the one reader, so they see the same outputs, models and decodings."""
+    from aeqa_model.config import merge_paper_grid
+
+    grid = load_grid(grid_path)
+    assert grid["outputs"]
+    cfg = merge_paper_grid({"paper_grid": str(grid_path), "models": {}, "decodings": {}}, ROOT)
+    assert (cfg["outputs"], cfg["models"], cfg["decodings"]) == (grid["outputs"], grid["models"], grid["decodings"])
+
+
+def test_demo_and_paper_share_one_layout():
+    """Issue 28 item 4: each output is laid out once (config/paper/layout.yaml); the demo
+    and paper grids name it and hold no outputs of their own, and they resolve to the
+    same outputs, captions of the unchanged ones and rows' paper ids included."""
+    layout = yaml.safe_load((PAPER_DIR / "layout.yaml").read_text(encoding="utf-8"))
+    raw = {name: yaml.safe_load((PAPER_DIR / name).read_text(encoding="utf-8"))
+           for name in ("grid-demo.yaml", "grid-paper.yaml")}
+    for name, grid in raw.items():
+        assert grid["layout"] == "config/paper/layout.yaml" and "outputs" not in grid, name
+        assert set(grid["roles"]) == set(layout["roles"]), name
+    demo, paper = load_grid(PAPER_DIR / "grid-demo.yaml"), load_grid(PAPER_DIR / "grid-paper.yaml")
+    assert set(demo["outputs"]) == set(paper["outputs"]) == set(layout["outputs"]) == set(OUTPUTS)
+    untouched = set(OUTPUTS) - set(raw["grid-demo.yaml"]["overrides"])
+    assert untouched >= {"table3", "table5", "figure1", "figure5", "figure6", "figure7"}
+    for name in untouched:
+        assert demo["outputs"][name]["caption"] == paper["outputs"][name]["caption"], name
+    assert demo["decodings"] == paper["decodings"] == layout["decodings"]
+
+
+def _layout_grid(tmp_path, roles, overrides=None, layout_text=None):
+    """A grid on the paper's layout (or on ``layout_text``) with the given roles."""
+    layout = PAPER_DIR / "layout.yaml"
+    if layout_text is not None:
+        layout = tmp_path / "layout.yaml"
+        layout.write_text(layout_text, encoding="utf-8")
+    grid = {"layout": str(layout), "roles": roles, "models": {}, "decodings": {}}
+    if overrides:
+        grid["overrides"] = overrides
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid), encoding="utf-8")
+    return path
+
+
+PAPER_ROLES = {"wmt14_ende": "wmt14_ende", "wmt16_enro": "wmt16_enro", "wmt17_zhen": "wmt17_zhen",
+               "iwslt16_deen": "iwslt14_deen"}
+
+
+def test_a_role_the_layout_uses_and_the_grid_does_not_map_is_named_with_both_files(tmp_path):
+    from aeqa_model.config import merge_paper_grid
+
+    roles = {k: v for k, v in PAPER_ROLES.items() if k != "wmt17_zhen"}
+    path = _layout_grid(tmp_path, roles)
+    with pytest.raises(InputError) as err:
+        load_grid(path)
+    message = str(err.value)
+    assert str(path) in message and "layout.yaml" in message and "'wmt17_zhen'" in message
+    assert "does not map it" in message and "outputs.table3" in message
+    with pytest.raises(ValueError, match="'wmt17_zhen'"):        # the workflow's start-up says the same
+        merge_paper_grid({"paper_grid": str(path), "models": {}, "decodings": {}}, ROOT)
+    # a role mapped to null (no dataset in this run) may not be used either
+    with pytest.raises(InputError, match=r"'iwslt16_deen' is used by outputs\.table2.*no dataset \(null\)"):
+        load_grid(_layout_grid(tmp_path, {**PAPER_ROLES, "iwslt16_deen": None}))
+
+
+def test_roles_overrides_and_layout_datasets_are_checked(tmp_path):
+    with pytest.raises(InputError, match=r"unknown role\(s\).*\['wmt15_fren'\]"):
+        load_grid(_layout_grid(tmp_path, {**PAPER_ROLES, "wmt15_fren": "x"}))
+    with pytest.raises(InputError, match=r"unknown output\(s\) in overrides.*\['table9'\]"):
+        load_grid(_layout_grid(tmp_path, PAPER_ROLES, {"table9": {"caption": "x"}}))
+    with pytest.raises(InputError, match=r"overrides\.table7: no row with paper_row 't7_lend9'"):
+        load_grid(_layout_grid(tmp_path, PAPER_ROLES, {"table7": {"drop_rows": ["t7_lend9"]}}))
+    # an override is written in roles too: a dataset name there is not a role
+    with pytest.raises(InputError, match=r"outputs\.table5\.defaults\.dataset: 'demo_enro' is not a role"):
+        load_grid(_layout_grid(tmp_path, PAPER_ROLES, {"table5": {"defaults": {"dataset": "demo_enro"}}}))
+    layout = ("roles: {ende: x}\ndecodings: {}\noutputs:\n  table2:\n    kind: table\n    caption: c\n"
+              "    blocks: [{datasets: [wmt14_ende], directions: [en-de], data: [raw], models: [at],\n"
+              "              decodings: [default]}]\n")
+    with pytest.raises(InputError,
+                       match=r"layout\.yaml: outputs\.table2\.blocks\[0\]\.datasets\[0\]: 'wmt14_ende' is not a role"):
+        load_grid(_layout_grid(tmp_path, {"ende": "smoke_ende"}, layout_text=layout))
+    with pytest.raises(InputError, match=r"layout\.yaml: unknown top-level key\(s\): \['output'\]"):
+        load_grid(_layout_grid(tmp_path, {"ende": "smoke_ende"}, layout_text=layout + "output: {}\n"))
+    with pytest.raises(InputError, match=r"grid\.yaml: missing top-level key 'models'"):
+        path = tmp_path / "grid.yaml"
+        path.write_text(yaml.safe_dump({"decodings": {}, "outputs": {}}), encoding="utf-8")
+        load_grid(path)
+
+
+def test_overrides_replace_drop_patch_and_add(tmp_path):
+    grid = load_grid(_layout_grid(tmp_path, PAPER_ROLES, {"table7": {
+        "caption": "short", "drop_rows": ["t7_lend0.1"], "patch_rows": {"t7_lend0.2": {"model": "stand_in"}},
+        "add_legend": ["one more line"], "defaults": {"dataset": "wmt14_ende", "direction": "en-de"}}}))
+    t7 = grid["outputs"]["table7"]
+    assert t7["caption"] == "short" and t7["legend"] == ["one more line"]
+    assert [r["paper_row"] for r in t7["rows"]][:2] == ["t7_lend0", "t7_lend0.2"]
+    assert t7["rows"][1]["model"] == "stand_in"
+    assert t7["defaults"] == {"dataset": "wmt14_ende", "direction": "en-de"}
+    assert t7["blocks"][0]["datasets"] == ["iwslt14_deen"]          # not overridden: the layout's, mapped
 
 
 def test_demo_grid_fits_the_laptop_budget():
