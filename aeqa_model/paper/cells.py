@@ -50,6 +50,24 @@ class Value:
         return self.value is not None
 
 
+def layered_coords(*layers: dict, keys: tuple = CELL_KEYS, default_decoding: str | None = "default") -> dict:
+    """The coordinates ``keys`` of one cell from layered specs (the output's defaults, a
+    column, a row, a series, a point), a later layer overriding an earlier one; a cell
+    no layer gives a decoding gets ``default_decoding`` (None: it stays without one)."""
+    merged: dict = {}
+    for layer in layers:
+        merged.update({key: layer[key] for key in keys if key in layer})
+    if default_decoding is not None:
+        merged.setdefault("decoding", default_decoding)
+    return merged
+
+
+def table_coords(*layers: dict) -> dict:
+    """A table cell's coordinates with its metric and scale; no default decoding (a cell
+    without one reads the model's default, MetricsIndex)."""
+    return layered_coords(*layers, keys=(*CELL_KEYS, "metric", "scale"), default_decoding=None)
+
+
 def _cell_from_path(path: Path) -> tuple[str, ...] | None:
     parts = path.parts
     if len(parts) >= 6 and parts[-1] == "metrics.json":

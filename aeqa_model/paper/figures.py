@@ -32,23 +32,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from aeqa_model.io import InputError  # noqa: E402
-from aeqa_model.paper.cells import CELL_KEYS, MetricsIndex, load_metrics  # noqa: E402
+from aeqa_model.paper.cells import CELL_KEYS, MetricsIndex, layered_coords, load_metrics  # noqa: E402
 from aeqa_model.paper.grid import explicit_decodings, require_block_metrics  # noqa: E402
 from aeqa_model.paper.numbers import parse_paper_number  # noqa: E402
 from aeqa_model.paper.paperdata import load_figure, load_table  # noqa: E402
-from aeqa_model.paper.tables import DEMO_NOTICE  # noqa: E402
+from aeqa_model.paper.table_text import notice  # noqa: E402
 
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-
-
-def _coords(*layers: dict) -> dict:
-    merged: dict = {}
-    for layer in layers:
-        for key in CELL_KEYS:
-            if key in layer:
-                merged[key] = layer[key]
-    merged.setdefault("decoding", "default")
-    return merged
 
 
 def _cell_name(c: dict) -> str:
@@ -82,18 +72,12 @@ class FigureRenderer:
             return None
         return float(val.value)
 
-    def notice(self) -> str:
-        if self.spec.get("notice"):
-            return str(self.spec["notice"])
-        demo = any(m.cell[0].startswith("demo") for m in self.metrics)
-        return DEMO_NOTICE if demo else ""
-
     def _footer(self, fig, extra: list[str]) -> None:
         """Notes under the plot: demo notice, what the paper gives, missing cells."""
         lines = []
-        notice = self.notice()
-        if notice:
-            lines.append(notice)
+        text = notice(self.spec, self.metrics)
+        if text:
+            lines.append(text)
         for fact in self.facts:
             if fact.kind == "not_given":
                 lines.append(f"Paper ({self._title_name()}): {fact.statement}.")
@@ -131,7 +115,7 @@ class FigureRenderer:
             base = {**defaults, **{k: v for k, v in series.items() if k in CELL_KEYS}}
             xs, ys = [], []
             for point in series.get("points", []):
-                y = self._value(_coords(base, point))
+                y = self._value(layered_coords(base, point))
                 if y is not None:
                     xs.append(float(point["x"]))
                     ys.append(y)
@@ -141,7 +125,7 @@ class FigureRenderer:
                 ax.plot(xs, ys, marker="o", color=color, label=f"{series['label']} (reproduced)")
                 drawn += 1
             if "baseline" in series:
-                y0 = self._value(_coords(base, series["baseline"]))
+                y0 = self._value(layered_coords(base, series["baseline"]))
                 if y0 is not None:
                     ax.axhline(y0, linestyle="--", color=color, linewidth=1.2,
                                label=f"{series['label']}: {series.get('baseline_label', 'original inference')} (reproduced)")
@@ -164,7 +148,7 @@ class FigureRenderer:
     def _single_cells(self):
         defaults = self.spec.get("defaults", {})
         for series in self.spec["series"]:
-            yield series, _coords(defaults, series)
+            yield series, layered_coords(defaults, series)
 
     def _bars(self, ax, labels, groups, values, ylabel):
         """Grouped bars: one group per x label, one bar per series."""

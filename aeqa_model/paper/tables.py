@@ -28,28 +28,16 @@ cell showing ``reproduced (paper X; Δ d)``.
 """
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from aeqa_model.io import InputError, atomic_open
-from aeqa_model.paper.cells import CELL_KEYS, NOT_RUN, MetricsIndex, Value, load_metrics
+from aeqa_model.io import InputError
+from aeqa_model.paper.cells import CELL_KEYS, NOT_RUN, MetricsIndex, Value, load_metrics, table_coords
 from aeqa_model.paper.grid import explicit_decodings, require_block_metrics
 from aeqa_model.paper.numbers import fmt2, full, parse_paper_number, to_decimal
 from aeqa_model.paper.paperdata import NOT_GIVEN, PaperTable, load_table
-
-DEMO_NOTICE = ("Demo run: these numbers come from tiny models (1-2 layers, width ~100, a few hundred updates) "
-               "trained on a small corpus of UI strings; they are NOT comparable to the paper's numbers, "
-               "which come from transformer-base models on WMT/IWSLT. The paper's values are printed for reference.")
-LEGEND = ("Each reproduced cell reads `reproduced (paper P; Δ reproduced - paper)`; a cell without a "
-          "reproduced number says why. Rows marked *quoted* are the paper's numbers for prior work, printed "
-          "verbatim with the citation they are quoted from; they are never replaced by reproduced numbers.")
-CSV_FIELDS = ["table", "row_key", "row_label", "row_kind", "column", "kind", "status", "model", "decoding",
-              "dataset", "direction", "data", "metric", "reproduced", "paper", "paper_value", "diff", "reason",
-              "source", "quoted", "metrics_file"]
-
+from aeqa_model.paper.table_text import write_table
 
 @dataclass
 class Cell:
@@ -113,15 +101,6 @@ class Row:
     notes: str = ""
     cells: list[Cell] = field(default_factory=list)
     spec: dict = field(default_factory=dict)
-
-
-def _coords(*layers: dict) -> dict:
-    merged: dict = {}
-    for layer in layers:
-        for key in (*CELL_KEYS, "metric", "scale"):
-            if key in layer:
-                merged[key] = layer[key]
-    return merged
 
 
 def _column_label(col: dict) -> str:
@@ -288,7 +267,7 @@ class TableRenderer:
         return row
 
     def _metric_cell(self, col: dict, row_spec: dict, pid: str | None, decodings: set) -> Cell:
-        coords = _coords(self.defaults, col, row_spec)
+        coords = table_coords(self.defaults, col, row_spec)
         coords.setdefault("decoding", "default")
         metric = coords.get("metric", "bleu_tok")
         unit = "x" if metric == "speedup" else ""
@@ -412,141 +391,7 @@ class TableRenderer:
         cell.status = "derived"
         cell.info = f"best of {len(scored)} reproduced values"
 
-    # ------------------------------------------------------------- writers --
-    def notice(self) -> str:
-        if self.spec.get("notice"):
-            return str(self.spec["notice"])
-        demo = any(m.cell[0].startswith("demo") or (m.doc.get("cell") or {}).get("run") == "demo" for m in self.metrics)
-        return DEMO_NOTICE if demo else ""
-
-    def speed_note(self) -> str:
-        """Device, dtype and library versions of every speed figure in the table."""
-        seen: dict[str, None] = {}
-        for row in self.rows:
-            for cell in row.cells:
-                if cell.metric == "speedup" and cell.metrics_file:
-                    doc = next(m.doc for m in self.metrics if m.path == cell.metrics_file)
-                    speed = doc.get("speed") or {}
-                    versions = (doc.get("provenance") or {}).get("versions") or {}
-                    text = (f"device {speed.get('device', '?')}, dtype {speed.get('dtype', '?')}, "
-                            f"batch size {speed.get('batch_size', '?')}, threads {speed.get('threads', '?')}"
-                            + (", " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) if versions else ""))
-                    seen.setdefault(text, None)
-        return "; ".join(seen)
-
-    def header(self) -> list[str]:
-        return [self.spec.get("row_header", "Model"), "Pipeline"] + [c["key"] for c in self.columns] + ["Source", "Notes"]
-
-    def markdown(self) -> str:
-        out = io.StringIO()
-        out.write(f"# {self.target.capitalize()[:-1]} {self.target[-1]}: {self.spec['caption']}\n\n")
-        notice = self.notice()
-        if notice:
-            out.write(f"> **{notice}**\n\n")
-        out.write(LEGEND + "\n\n")
-        for line in self.spec.get("legend", []):
-            out.write(f"- {line}\n")
-        mapping = self.column_mapping()
-        if mapping:
-            out.write("\nColumns (pipeline cell -> paper column):\n\n")
-            for line in mapping:
-                out.write(f"- {line}\n")
-        out.write("\n")
-        head = self.header()
-        out.write("| " + " | ".join(_md(h) for h in head) + " |\n")
-        out.write("|" + "|".join("---" for _ in head) + "|\n")
-        for row in self.rows:
-            label = row.label + (" *(quoted)*" if row.kind == "quoted" else "")
-            cells = [label, row.pipeline] + [c.display() for c in row.cells] + [row.source, row.notes]
-            out.write("| " + " | ".join(_md(c) for c in cells) + " |\n")
-        speed = self.speed_note()
-        if speed:
-            out.write(f"\nSpeed measured at: {speed}.\n")
-        out.write(f"\nPaper numbers: `config/paper/{self.spec.get('paper_table', self.target)}.csv`. "
-                  f"Full-precision values: `{self.target}.csv`.\n")
-        return out.getvalue()
-
-    def column_mapping(self) -> list[str]:
-        lines = []
-        for col in self.columns:
-            if col.get("show") or col.get("derive"):
-                continue
-            coords = _coords(self.defaults, col)
-            where = "/".join(str(coords[k]) for k in ("dataset", "direction", "data") if coords.get(k))
-            if "dataset" in col and col["dataset"] is None:
-                where = col.get("missing") or NOT_RUN
-            metric = coords.get("metric", "")
-            lines.append(f"{col['key']}: {where or 'per row'}" + (f", decoding {coords['decoding']}" if coords.get("decoding") else "")
-                         + (f", metric {metric}" if metric else ""))
-        return lines
-
-    def latex(self) -> str:
-        head = self.header()
-        out = io.StringIO()
-        out.write("% Generated by aeqa_model.paper.cli; needs \\usepackage{booktabs,graphicx,amssymb}\n")
-        out.write("\\begin{table*}[t]\n\\centering\n\\small\n")
-        caption = _tex(self.spec["caption"])
-        notice = self.notice()
-        if notice:
-            caption += " \\textbf{" + _tex(notice) + "}"
-        out.write(f"\\caption{{{caption} Cells: reproduced (paper; $\\Delta$).}}\n")
-        out.write(f"\\label{{tab:{self.target}}}\n")
-        out.write("\\resizebox{\\textwidth}{!}{%\n")
-        out.write("\\begin{tabular}{" + "ll" + "l" * len(self.columns) + "ll}\n\\toprule\n")
-        out.write(" & ".join(_tex(h) for h in head) + " \\\\\n\\midrule\n")
-        for row in self.rows:
-            label = row.label + (" (quoted)" if row.kind == "quoted" else "")
-            cells = [label, row.pipeline] + [c.display() for c in row.cells] + [row.source, row.notes]
-            out.write(" & ".join(_tex(c) for c in cells) + " \\\\\n")
-        out.write("\\bottomrule\n\\end{tabular}}\n\\end{table*}\n")
-        return out.getvalue()
-
-    def csv_text(self) -> str:
-        out = io.StringIO()
-        writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for row in self.rows:
-            for cell in row.cells:
-                writer.writerow({
-                    "table": self.target, "row_key": row.key, "row_label": row.label, "row_kind": row.kind,
-                    "column": cell.column, "kind": cell.kind, "status": cell.status,
-                    "model": cell.coords.get("model", "") or "", "decoding": cell.coords.get("decoding", "") or "",
-                    "dataset": cell.coords.get("dataset", "") or "", "direction": cell.coords.get("direction", "") or "",
-                    "data": cell.coords.get("data", "") or "", "metric": cell.metric,
-                    "reproduced": cell.repro_full, "paper": cell.paper_text or (cell.paper_reason and f"({cell.paper_reason})") or "",
-                    "paper_value": full(cell.paper_value), "diff": full(cell.diff), "reason": cell.reason,
-                    "source": cell.source, "quoted": "yes" if cell.quoted else "no", "metrics_file": cell.metrics_file,
-                })
-        return out.getvalue()
-
-    def write(self, out_dir: str | Path) -> list[Path]:
-        out_dir = Path(out_dir)
-        paths = []
-        for suffix, text in (("md", self.markdown()), ("tex", self.latex()), ("csv", self.csv_text())):
-            path = out_dir / f"{self.target}.{suffix}"
-            with atomic_open(path) as handle:
-                handle.write(text)
-            paths.append(path)
-        return paths
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-_TEX_SPECIAL = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "†": r"\textdagger{}", "✓": r"\checkmark{}", "Δ": r"$\Delta$", "λ": r"$\lambda$", "↓": r"$\downarrow$",
-    "↳": r"$\hookrightarrow$", "—": "---", "↔": r"$\leftrightarrow$", "≤": r"$\leq$", "→": r"$\rightarrow$",
-    "*": r"$^{*}$",
-}
-
-
-def _tex(text: str) -> str:
-    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
-
 
 def render_table(target: str, spec: dict, paper_dir: str | Path, metrics_paths: list[str], out_dir: str | Path) -> list[Path]:
     """Write ``{out_dir}/{target}.md``, ``.tex`` and ``.csv``."""
-    return TableRenderer(target, spec, paper_dir, metrics_paths).write(out_dir)
+    return write_table(TableRenderer(target, spec, paper_dir, metrics_paths), out_dir)

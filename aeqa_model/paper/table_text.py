@@ -1,0 +1,168 @@
+"""The text forms of one rendered paper table (tables.TableRenderer: its rows and cells):
+Markdown with the legend and the column mapping, booktabs LaTeX, and the long CSV with
+every cell's full-precision values and provenance. Also the output notice that tables and
+figures share.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from aeqa_model.io import atomic_open
+from aeqa_model.paper.cells import NOT_RUN, table_coords
+from aeqa_model.paper.numbers import full
+
+DEMO_NOTICE = ("Demo run: these numbers come from tiny models (1-2 layers, width ~100, a few hundred updates) "
+               "trained on a small corpus of UI strings; they are NOT comparable to the paper's numbers, "
+               "which come from transformer-base models on WMT/IWSLT. The paper's values are printed for reference.")
+LEGEND = ("Each reproduced cell reads `reproduced (paper P; Δ reproduced - paper)`; a cell without a "
+          "reproduced number says why. Rows marked *quoted* are the paper's numbers for prior work, printed "
+          "verbatim with the citation they are quoted from; they are never replaced by reproduced numbers.")
+CSV_FIELDS = ["table", "row_key", "row_label", "row_kind", "column", "kind", "status", "model", "decoding",
+              "dataset", "direction", "data", "metric", "reproduced", "paper", "paper_value", "diff", "reason",
+              "source", "quoted", "metrics_file"]
+
+
+def notice(spec: dict, metrics) -> str:
+    """The output's notice: the spec's own, else the demo notice when any of its
+    metrics.json files comes from a demo run (a demo dataset or run name)."""
+    if spec.get("notice"):
+        return str(spec["notice"])
+    demo = any(m.cell[0].startswith("demo") or (m.doc.get("cell") or {}).get("run") == "demo" for m in metrics)
+    return DEMO_NOTICE if demo else ""
+
+
+def speed_note(table) -> str:
+    """Device, dtype and library versions of every speed figure in the table."""
+    seen: dict[str, None] = {}
+    for row in table.rows:
+        for cell in row.cells:
+            if cell.metric == "speedup" and cell.metrics_file:
+                doc = next(m.doc for m in table.metrics if m.path == cell.metrics_file)
+                speed = doc.get("speed") or {}
+                versions = (doc.get("provenance") or {}).get("versions") or {}
+                text = (f"device {speed.get('device', '?')}, dtype {speed.get('dtype', '?')}, "
+                        f"batch size {speed.get('batch_size', '?')}, threads {speed.get('threads', '?')}"
+                        + (", " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) if versions else ""))
+                seen.setdefault(text, None)
+    return "; ".join(seen)
+
+
+def header(table) -> list[str]:
+    return [table.spec.get("row_header", "Model"), "Pipeline"] + [c["key"] for c in table.columns] + ["Source", "Notes"]
+
+
+def markdown(table) -> str:
+    out = io.StringIO()
+    out.write(f"# {table.target.capitalize()[:-1]} {table.target[-1]}: {table.spec['caption']}\n\n")
+    text = notice(table.spec, table.metrics)
+    if text:
+        out.write(f"> **{text}**\n\n")
+    out.write(LEGEND + "\n\n")
+    for line in table.spec.get("legend", []):
+        out.write(f"- {line}\n")
+    mapping = column_mapping(table)
+    if mapping:
+        out.write("\nColumns (pipeline cell -> paper column):\n\n")
+        for line in mapping:
+            out.write(f"- {line}\n")
+    out.write("\n")
+    head = header(table)
+    out.write("| " + " | ".join(_md(h) for h in head) + " |\n")
+    out.write("|" + "|".join("---" for _ in head) + "|\n")
+    for row in table.rows:
+        label = row.label + (" *(quoted)*" if row.kind == "quoted" else "")
+        cells = [label, row.pipeline] + [c.display() for c in row.cells] + [row.source, row.notes]
+        out.write("| " + " | ".join(_md(c) for c in cells) + " |\n")
+    speed = speed_note(table)
+    if speed:
+        out.write(f"\nSpeed measured at: {speed}.\n")
+    out.write(f"\nPaper numbers: `config/paper/{table.spec.get('paper_table', table.target)}.csv`. "
+              f"Full-precision values: `{table.target}.csv`.\n")
+    return out.getvalue()
+
+
+def column_mapping(table) -> list[str]:
+    lines = []
+    for col in table.columns:
+        if col.get("show") or col.get("derive"):
+            continue
+        coords = table_coords(table.defaults, col)
+        where = "/".join(str(coords[k]) for k in ("dataset", "direction", "data") if coords.get(k))
+        if "dataset" in col and col["dataset"] is None:
+            where = col.get("missing") or NOT_RUN
+        metric = coords.get("metric", "")
+        lines.append(f"{col['key']}: {where or 'per row'}" + (f", decoding {coords['decoding']}" if coords.get("decoding") else "")
+                     + (f", metric {metric}" if metric else ""))
+    return lines
+
+
+def latex(table) -> str:
+    head = header(table)
+    out = io.StringIO()
+    out.write("% Generated by aeqa_model.paper.cli; needs \\usepackage{booktabs,graphicx,amssymb}\n")
+    out.write("\\begin{table*}[t]\n\\centering\n\\small\n")
+    caption = _tex(table.spec["caption"])
+    text = notice(table.spec, table.metrics)
+    if text:
+        caption += " \\textbf{" + _tex(text) + "}"
+    out.write(f"\\caption{{{caption} Cells: reproduced (paper; $\\Delta$).}}\n")
+    out.write(f"\\label{{tab:{table.target}}}\n")
+    out.write("\\resizebox{\\textwidth}{!}{%\n")
+    out.write("\\begin{tabular}{" + "ll" + "l" * len(table.columns) + "ll}\n\\toprule\n")
+    out.write(" & ".join(_tex(h) for h in head) + " \\\\\n\\midrule\n")
+    for row in table.rows:
+        label = row.label + (" (quoted)" if row.kind == "quoted" else "")
+        cells = [label, row.pipeline] + [c.display() for c in row.cells] + [row.source, row.notes]
+        out.write(" & ".join(_tex(c) for c in cells) + " \\\\\n")
+    out.write("\\bottomrule\n\\end{tabular}}\n\\end{table*}\n")
+    return out.getvalue()
+
+
+def csv_text(table) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in table.rows:
+        for cell in row.cells:
+            writer.writerow({
+                "table": table.target, "row_key": row.key, "row_label": row.label, "row_kind": row.kind,
+                "column": cell.column, "kind": cell.kind, "status": cell.status,
+                "model": cell.coords.get("model", "") or "", "decoding": cell.coords.get("decoding", "") or "",
+                "dataset": cell.coords.get("dataset", "") or "", "direction": cell.coords.get("direction", "") or "",
+                "data": cell.coords.get("data", "") or "", "metric": cell.metric,
+                "reproduced": cell.repro_full, "paper": cell.paper_text or (cell.paper_reason and f"({cell.paper_reason})") or "",
+                "paper_value": full(cell.paper_value), "diff": full(cell.diff), "reason": cell.reason,
+                "source": cell.source, "quoted": "yes" if cell.quoted else "no", "metrics_file": cell.metrics_file,
+            })
+    return out.getvalue()
+
+
+def write_table(table, out_dir: str | Path) -> list[Path]:
+    """Write the table's ``{target}.md``, ``.tex`` and ``.csv`` into ``out_dir`` (each atomically)."""
+    out_dir = Path(out_dir)
+    paths = []
+    for suffix, text in (("md", markdown(table)), ("tex", latex(table)), ("csv", csv_text(table))):
+        path = out_dir / f"{table.target}.{suffix}"
+        with atomic_open(path) as handle:
+            handle.write(text)
+        paths.append(path)
+    return paths
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "†": r"\textdagger{}", "✓": r"\checkmark{}", "Δ": r"$\Delta$", "λ": r"$\lambda$", "↓": r"$\downarrow$",
+    "↳": r"$\hookrightarrow$", "—": "---", "↔": r"$\leftrightarrow$", "≤": r"$\leq$", "→": r"$\rightarrow$",
+    "*": r"$^{*}$",
+}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
