@@ -8,7 +8,7 @@ table or figure of the paper grid need.
 """
 from __future__ import annotations
 
-from aeqa_model import config as cfgmod
+from aeqa_model import config_facts as facts
 
 _D, _KD = "{RESULTS}/data/{dataset}", "{RESULTS}/data/{dataset}/kd/{direction}"
 _CELL = "{dataset}/{direction}/{data}/{model}"
@@ -54,7 +54,7 @@ class RunLayout:
         self.cfg = cfg
         self.results = f"{cfg.get('results_dir', 'results')}/{cfg['run_name']}"
         self.datasets, self.models = cfg["datasets"], cfg["models"]
-        self.eval_only = cfgmod.evaluation_only(cfg)
+        self.eval_only = facts.evaluation_only(cfg)
         self.teacher = cfg["distill"]["teacher"]
         self.paper_index = f"{self.results}/paper/README.md"
         self.learning_curves = {ext: self.path("paper", name="learning_curves", ext=ext)
@@ -112,7 +112,7 @@ class RunLayout:
         """The pre-aligned SQS an AEQA model starts from (per K and width; a model's
         own sqs_align_updates gets a pre-alignment of its own length)."""
         spec = self.models[model]
-        k, dim, align = cfgmod.codebook_size(spec), cfgmod.model_width(self.cfg, spec), spec.get("sqs_align_updates")
+        k, dim, align = facts.codebook_size(spec), facts.model_width(self.cfg, spec), spec.get("sqs_align_updates")
         if align:
             return self.path("sqs_variant", dataset=dataset, k=k, dim=dim, align=int(align), file="sqs.pt")
         return self.path("sqs", dataset=dataset, k=k, dim=dim, file="sqs.pt")
@@ -121,7 +121,7 @@ class RunLayout:
         """``file`` (report.json, or the prefix train or valid) of the target codes a model
         with ``h_y_encoder: pretrained`` reads (made with the model's own sqs.pt, from the
         targets it trains on); None for the rest."""
-        if not cfgmod.reads_target_codes(self.models[model]):
+        if not facts.reads_target_codes(self.models[model]):
             return None
         variant = self.model_sqs_path(dataset, model).rsplit("/", 2)[-2]
         return self.path("sqs_codes", dataset=dataset, variant=variant, direction=direction, data=data, file=file)
@@ -134,7 +134,7 @@ class RunLayout:
 
     def decoding_name(self, model: str, decoding: str) -> str:
         """``default`` is the model's default decoding (its entry's, else its class's)."""
-        return cfgmod.default_decoding(self.models[model]) if decoding == "default" else decoding
+        return facts.default_decoding(self.models[model]) if decoding == "default" else decoding
 
     def metrics_path(self, dataset: str, direction: str, data: str, model: str, decoding: str) -> str:
         return self.path("metrics", dataset=dataset, direction=direction, data=data, model=model,
@@ -154,13 +154,13 @@ class RunLayout:
 
     def output_metrics(self, name: str) -> list[str]:
         """metrics.json of every cell a table or figure reads."""
-        return [self.metrics_path(*cell) for cell in cfgmod.output_cells(self.cfg, name)]
+        return [self.metrics_path(*cell) for cell in facts.output_cells(self.cfg, name)]
 
     def trained_models(self) -> list[str]:
         """model.pt of every training run the outputs need, the teacher of each pair
         included (evaluation-only datasets map to the dataset their models are trained on)."""
         runs = {(self.model_dataset(ds), di, data, mo) for name in self.cfg.get("outputs", {})
-                for ds, di, data, mo, _ in cfgmod.output_cells(self.cfg, name)}
+                for ds, di, data, mo, _ in facts.output_cells(self.cfg, name)}
         runs |= {(ds, di, "raw", self.teacher) for ds, di, _, _ in list(runs)}
         return sorted(self.model_path(*run) for run in runs)
 

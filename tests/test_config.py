@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from aeqa_model import config as cfgmod
+from aeqa_model import config_facts as facts
 from aeqa_model.models import model_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,25 +134,25 @@ def test_resources():
 def test_model_facts_come_from_the_models():
     cfg = cfgmod.load(smoke(), ROOT)
     for spec in cfg["models"].values():
-        assert cfgmod.default_decoding(spec) == (spec.get("decoding") or model_class(spec["arch"]).default_decoding)
-    assert cfgmod.default_decoding({"arch": "at", "decoding": "greedy"}) == "greedy"
-    assert cfgmod.model_width(cfg, cfg["models"]["aeqa_nat"]) == cfg["model_sizes"]["smoke"]["embed_dim"]
-    assert cfgmod.model_width(cfg, {"arch": "at", "size": "big"}) == 1024
-    assert cfgmod.model_width(cfg, {"arch": "at", "size": "base", "embed_dim": 256}) == 256
-    assert cfgmod.codebook_size(cfg["models"]["aeqa_nat"]) == 32
-    assert cfgmod.codebook_size({"arch": "aeqa_nat"}) == cfgmod.codebook_size({"arch": "aeqa_dat"}) == 2048
-    assert cfgmod.needs_sqs({"arch": "aeqa_dat"}) and not cfgmod.needs_sqs({"arch": "aeqa_nat", "sqs_init": "random"})
-    assert not cfgmod.needs_sqs({"arch": "glat"})
+        assert facts.default_decoding(spec) == (spec.get("decoding") or model_class(spec["arch"]).default_decoding)
+    assert facts.default_decoding({"arch": "at", "decoding": "greedy"}) == "greedy"
+    assert facts.model_width(cfg, cfg["models"]["aeqa_nat"]) == cfg["model_sizes"]["smoke"]["embed_dim"]
+    assert facts.model_width(cfg, {"arch": "at", "size": "big"}) == 1024
+    assert facts.model_width(cfg, {"arch": "at", "size": "base", "embed_dim": 256}) == 256
+    assert facts.codebook_size(cfg["models"]["aeqa_nat"]) == 32
+    assert facts.codebook_size({"arch": "aeqa_nat"}) == facts.codebook_size({"arch": "aeqa_dat"}) == 2048
+    assert facts.needs_sqs({"arch": "aeqa_dat"}) and not facts.needs_sqs({"arch": "aeqa_nat", "sqs_init": "random"})
+    assert not facts.needs_sqs({"arch": "glat"})
 
 
 def test_output_cells_resolve_default_decodings():
     cfg = cfgmod.load(smoke(), ROOT)
     for name in cfg["outputs"]:
-        cells = cfgmod.output_cells(cfg, name)
+        cells = facts.output_cells(cfg, name)
         assert cells == sorted(set(cells))
         assert all(dec != "default" for *_, dec in cells)
     paper = cfgmod.load(yaml.safe_load((ROOT / "config/config.yaml").read_text(encoding="utf-8")), ROOT)
-    multi = cfgmod.multi_reference_cells(paper)
+    multi = facts.multi_reference_cells(paper)
     assert multi and all(cell[1] == "en-de" for cell in multi)
 
 
@@ -169,19 +170,19 @@ def test_each_job_reads_only_its_settings():
 
     cfg = cfgmod.load(smoke(), ROOT)
     dataset = next(iter(cfg["datasets"].values()))
-    spec = cfgmod.download_spec({**dataset, "prepare": {"max_ratio": 9}, "bpe": {"merges": 7}})
-    assert set(spec) <= set(cfgmod.DOWNLOAD_KEYS) and spec["recipe"] == dataset["recipe"]
-    encoder = cfgmod.encoder_stage_spec(cfg)
-    assert not set(encoder) & set(cfgmod.ALIGN_ONLY_KEYS)
-    assert set(encoder) | set(cfgmod.ALIGN_ONLY_KEYS) >= set(cfg["pretrain_sqs"])
+    spec = facts.download_spec({**dataset, "prepare": {"max_ratio": 9}, "bpe": {"merges": 7}})
+    assert set(spec) <= set(facts.DOWNLOAD_KEYS) and spec["recipe"] == dataset["recipe"]
+    encoder = facts.encoder_stage_spec(cfg)
+    assert not set(encoder) & set(facts.ALIGN_ONLY_KEYS)
+    assert set(encoder) | set(facts.ALIGN_ONLY_KEYS) >= set(cfg["pretrain_sqs"])
     aeqa = cfg["models"]["aeqa_nat"]
-    assert cfgmod.size_entry(cfg, aeqa) == {aeqa["size"]: cfg["model_sizes"][aeqa["size"]]}
-    assert cfgmod.size_entry(cfg, {"arch": "at", "size": "base"}) == {}
-    assert cfgmod.model_seed(cfg, {"arch": "at", "seed": 7}) == 7
-    assert cfgmod.model_seed(cfg, {"arch": "at"}) == cfg["seed"]
-    assert cfgmod.needs_sqs(aeqa) == (aeqa.get("sqs_init", "pretrained") == "pretrained")
-    assert not cfgmod.needs_sqs({**aeqa, "sqs_init": "random"})
-    assert not cfgmod.needs_sqs({"arch": "glat"})
+    assert facts.size_entry(cfg, aeqa) == {aeqa["size"]: cfg["model_sizes"][aeqa["size"]]}
+    assert facts.size_entry(cfg, {"arch": "at", "size": "base"}) == {}
+    assert facts.model_seed(cfg, {"arch": "at", "seed": 7}) == 7
+    assert facts.model_seed(cfg, {"arch": "at"}) == cfg["seed"]
+    assert facts.needs_sqs(aeqa) == (aeqa.get("sqs_init", "pretrained") == "pretrained")
+    assert not facts.needs_sqs({**aeqa, "sqs_init": "random"})
+    assert not facts.needs_sqs({"arch": "glat"})
     assert cluster.launcher("py", 0) == cluster.launcher("py", 1) == ["py"]
     assert cluster.launcher("py", 4)[1:3] == ["-m", "torch.distributed.run"]
     assert cluster.launcher("py", 4)[-1] == "4"

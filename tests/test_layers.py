@@ -51,7 +51,7 @@ LAYER_OF = {
     "evaluate": "metrics_cli",
     "paper": "paper",
     "cluster": "cluster",
-    "config": "config", "layout": "config",
+    "config": "config", "config_facts": "config", "layout": "config",
     "train.settings": "train_settings",
     "metrics.settings": "evaluate_settings",
     "paper.grid_file": "paper_grid_file",

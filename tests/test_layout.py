@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from aeqa_model import config as cfgmod
+from aeqa_model import config_facts as facts
 from aeqa_model.layout import PATTERNS, RunLayout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def test_evaluation_only_sets_use_the_models_of_the_set_they_evaluate():
 def test_sqs_path_follows_codebook_width_and_alignment_length():
     lay = layout("fidelity")
     k512 = lay.model_sqs_path("ddtp_ende", "aeqa_nat")
-    dim = cfgmod.model_width(lay.cfg, lay.models["aeqa_nat"])
+    dim = facts.model_width(lay.cfg, lay.models["aeqa_nat"])
     assert k512 == f"{lay.results}/sqs/ddtp_ende/K512_D{dim}/sqs.pt"
     assert lay.model_sqs_path("ddtp_ende", "aeqa_k128").endswith(f"/K128_D{dim}/sqs.pt")
     assert lay.model_sqs_path("ddtp_ende", "aeqa_sqs_long").endswith(f"/K512_D{dim}_A1200/sqs.pt")
@@ -49,7 +50,7 @@ def test_sqs_path_follows_codebook_width_and_alignment_length():
 def test_default_decoding_resolves_in_metrics_paths():
     lay = layout("smoke")
     model = next(m for m, spec in lay.models.items() if spec["arch"] == "at")
-    default = cfgmod.default_decoding(lay.models[model])
+    default = facts.default_decoding(lay.models[model])
     assert lay.metrics_path("x", "en-de", "raw", model, "default") == lay.metrics_path("x", "en-de", "raw", model, default)
     assert f"/{default}/metrics.json" in lay.metrics_path("x", "en-de", "raw", model, "default")
 
@@ -63,7 +64,7 @@ def test_paper_targets_cover_every_output_and_the_teachers():
         kind = lay.output_kind(name)
         assert set(lay.paper_outputs(name)) == ({"md", "tex", "csv"} if kind == "table" else {"png", "pdf"})
     models = lay.trained_models()
-    cells = {(ds, di) for name in lay.cfg["outputs"] for ds, di, *_ in cfgmod.output_cells(lay.cfg, name)}
+    cells = {(ds, di) for name in lay.cfg["outputs"] for ds, di, *_ in facts.output_cells(lay.cfg, name)}
     for ds, di in cells:  # every trained pair has its teacher
         assert lay.teacher_path(ds, di) in models
     assert models == sorted(set(models))

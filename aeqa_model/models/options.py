@@ -18,7 +18,7 @@ model class names its own as ``Options``. Everything else derives from them:
   option's JSON schema (``schema_of``: from its type or ``choices``, refined by
   ``schema``; its help line is the description) to
   ``workflow/schemas/config.schema.yaml`` before validating;
-* what the workflow reads of a model's options (``aeqa_model.config.codebook_size``,
+* what the workflow reads of a model's options (``aeqa_model.config_facts.codebook_size``,
   ``needs_sqs``): the declared defaults through ``Options.from_dict``.
 
 To add an option, add one field to the Options of the class that reads it, e.g.::

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import aeqa_model.config
+import aeqa_model.config_facts
 from aeqa_model import cluster
 from aeqa_model.layout import RunLayout
 import aeqa_model.metrics.settings
@@ -63,7 +64,7 @@ def arch(model):
 
 
 def default_decoding(model):
-    return aeqa_model.config.default_decoding(MODELS[model])
+    return aeqa_model.config_facts.default_decoding(MODELS[model])
 
 
 def evaluate_setting(key):
@@ -84,11 +85,11 @@ def train_spec(model, dataset=None):
 
 
 def needs_sqs(model):
-    return aeqa_model.config.needs_sqs(MODELS[model])
+    return aeqa_model.config_facts.needs_sqs(MODELS[model])
 
 
 def model_seed(model):
-    return aeqa_model.config.model_seed(config, MODELS[model])
+    return aeqa_model.config_facts.model_seed(config, MODELS[model])
 
 
 def jq(obj):
@@ -129,7 +130,7 @@ def teacher_path(wc):
     return LAYOUT.teacher_path(wc.dataset, wc.direction)
 
 
-MULTI_REFERENCE_CELLS = aeqa_model.config.multi_reference_cells(config)
+MULTI_REFERENCE_CELLS = aeqa_model.config_facts.multi_reference_cells(config)
 
 
 # ----------------------------------------------- stage input functions --
@@ -183,7 +184,7 @@ def train_params(wc):
     return {
         "model_spec": jq(MODELS[wc.model]),
         "train_spec": jq(train_spec(wc.model, wc.dataset)),
-        "sizes": jq(aeqa_model.config.size_entry(config, MODELS[wc.model])),
+        "sizes": jq(aeqa_model.config_facts.size_entry(config, MODELS[wc.model])),
         "dict": dict_path(wc.dataset),
         "train_src": kd["src"] if data_of(wc) == "kd" else bin_prefix(wc.dataset, "train", s),
         "train_tgt": kd["tgt"] if data_of(wc) == "kd" else bin_prefix(wc.dataset, "train", t),

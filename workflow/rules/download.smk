@@ -8,7 +8,7 @@ rule download:
         manifest=path("manifest"),
     params:
         python=PYTHON,
-        dataset_spec=lambda wc: jq(aeqa_model.config.download_spec(DATASETS[wc.dataset])),
+        dataset_spec=lambda wc: jq(aeqa_model.config_facts.download_spec(DATASETS[wc.dataset])),
         sources_spec=lambda wc: jq({s: config["sources"][s] for s in DATASETS[wc.dataset].get("sources", [])}),
         cache=os.environ.get("AEQA_DATA_CACHE", config.get("cache_dir", "results/.cache")),
         out_dir=lambda wc, output: str(Path(output.manifest).parent),

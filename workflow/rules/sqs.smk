@@ -14,7 +14,7 @@ rule pretrain_sqs_encoder:
         stats=path("sqs_encoder_stats"),
     params:
         python=PYTHON,
-        spec=jq(aeqa_model.config.encoder_stage_spec(config)),
+        spec=jq(aeqa_model.config_facts.encoder_stage_spec(config)),
         src=lambda wc: text_file(wc.dataset, "orig", "train", langs(wc.dataset)[0]),
         tgt=lambda wc: text_file(wc.dataset, "orig", "train", langs(wc.dataset)[1]),
         seed=config["seed"],
