@@ -25,21 +25,22 @@ Recipes
     (``S-i`` / ``T-i`` / ``Rk-i`` lines); see :func:`multi_reference`.
 
 Each recipe is one module of this package, named after it, holding the
-recipe function and the helpers only it uses; helpers that several recipes
-share are in :mod:`aeqa_model.data.recipes.common`.
+recipe function, the declaration of its options and the helpers only it uses;
+helpers that several recipes share are in :mod:`aeqa_model.data.recipes.common`.
 
 Adding a recipe
 ---------------
-One new file plus one registry line: write ``<name>.py`` here with a function
-``<name>(dataset, spec, paths, out_dir, log=print) -> dict`` that writes the
-``{split}.{lang}`` files into ``out_dir`` and returns its manifest fragment
-(with ``splits``), and a frozen dataclass declaring its ``recipe_options`` (each
-field a :func:`aeqa_model.declared.declared` with its default, help line and
-schema; :class:`~.common.NoOptions` when it takes none), which the function reads
-with :func:`~.common.read_options`. Then import both below and add
-``"<name>": Recipe(<name>, <Options>)`` to :data:`RECIPES`. Nothing else
-dispatches on recipe names: the workflow's start-up checks every dataset's
-``recipe`` and ``recipe_options`` against the registry (:func:`recipe_problems`).
+One new file: write ``<name>.py`` here with a function ``<name>(dataset, spec,
+paths, out_dir, log=print) -> dict`` that writes the ``{split}.{lang}`` files into
+``out_dir`` and returns its manifest fragment (with ``splits``), a frozen dataclass
+declaring its ``recipe_options`` (each field a :func:`aeqa_model.declared.declared`
+with its default, help line and schema; :class:`~.common.NoOptions` when it takes
+none), which the function reads with :func:`~.common.read_options`, and the line
+``RECIPE = Recipe(<name>, <Options>)``. :data:`RECIPES` is every module of the
+package that sets ``RECIPE``, by module name; nothing else dispatches on recipe
+names: the workflow's start-up checks every dataset's ``recipe`` and
+``recipe_options`` against it (:func:`recipe_problems`). (tests/test_extension.py
+adds a recipe this way and runs it through the workflow.)
 
 The package re-exports each recipe function under its module's name, so
 ``aeqa_model.data.recipes.<name>`` (and ``import aeqa_model.data.recipes.<name>
@@ -48,18 +49,18 @@ aeqa_model.data.recipes.<name> import ...``.
 """
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Callable, Mapping, NamedTuple
+import pkgutil
+from typing import Callable, Mapping
 
 from aeqa_model.io import InputError
 
-from .common import SPLITS, option_problems
-from .debian_descriptions import (DebianDescriptionsOptions, debian_descriptions, description_units,
-                                  parse_translation_file, split_sentences)
-from .gettext_catalogs import PLACEHOLDER_PREFIX, GettextCatalogsOptions, gettext_catalogs, normalize_pair
-from .multi_reference import MultiReferenceOptions, multi_reference
-from .parallel_corpora import (IWSLT_SKIP_DEFAULT, ParallelCorporaOptions, extract_members, parallel_corpora,
-                               read_segments)
+from .common import SPLITS, Recipe, option_problems
+from .debian_descriptions import debian_descriptions, description_units, parse_translation_file, split_sentences
+from .gettext_catalogs import PLACEHOLDER_PREFIX, gettext_catalogs, normalize_pair
+from .multi_reference import multi_reference
+from .parallel_corpora import IWSLT_SKIP_DEFAULT, extract_members, parallel_corpora, read_segments
 
 __all__ = [
     "SPLITS", "Recipe", "RECIPES", "build_dataset", "recipe_problems",
@@ -71,19 +72,19 @@ __all__ = [
 
 # --------------------------------------------------------------------------
 
-class Recipe(NamedTuple):
-    """A recipe: its function and the dataclass declaring its ``recipe_options``."""
+def discover_recipes() -> dict[str, Recipe]:
+    """Every module of this package that sets ``RECIPE``, by module name (sorted)."""
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda info: info.name):
+        recipe = getattr(importlib.import_module(f"{__name__}.{info.name}"), "RECIPE", None)
+        if recipe is not None:
+            if not isinstance(recipe, Recipe) or recipe.function.__name__ != info.name:
+                raise TypeError(f"{__name__}.{info.name}.RECIPE must be Recipe({info.name}, <its Options>)")
+            found[info.name] = recipe
+    return found
 
-    function: Callable[..., dict]
-    options: type
 
-
-RECIPES: dict[str, Recipe] = {
-    "gettext_catalogs": Recipe(gettext_catalogs, GettextCatalogsOptions),
-    "debian_descriptions": Recipe(debian_descriptions, DebianDescriptionsOptions),
-    "parallel_corpora": Recipe(parallel_corpora, ParallelCorporaOptions),
-    "multi_reference": Recipe(multi_reference, MultiReferenceOptions),
-}
+RECIPES: dict[str, Recipe] = discover_recipes()
 
 
 def recipe_problems(dataset: str, spec: Mapping) -> list[str]:

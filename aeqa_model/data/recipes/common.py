@@ -15,7 +15,7 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 from dataclasses import MISSING, dataclass, fields
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 from aeqa_model.declared import declared, field_schemas, from_values
 from aeqa_model.io import InputError, write_lines
@@ -24,6 +24,15 @@ SPLITS = ("train", "valid", "test")
 _WS = re.compile(r"\s+")
 
 POSINT = {"minimum": 1}
+
+
+class Recipe(NamedTuple):
+    """A recipe: its function, ``function(dataset, spec, paths, out_dir, log=print) ->
+    manifest fragment``, and the dataclass declaring its ``recipe_options``. A module of
+    this package that sets ``RECIPE = Recipe(...)`` is the recipe named after it."""
+
+    function: Callable[..., dict]
+    options: type
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ from typing import Callable, Mapping, Sequence
 from aeqa_model.declared import declared
 from aeqa_model.io import InputError
 
-from .common import _WS, POSINT, HeldOutOptions, _filter_split_write, _locale_key, _other_lang, read_options
+from .common import _WS, POSINT, HeldOutOptions, Recipe, _filter_split_write, _locale_key, _other_lang, read_options
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,3 +184,6 @@ def debian_descriptions(dataset: str, spec: Mapping, paths: Mapping[str, str], o
     return {"recipe": "debian_descriptions", "locale": locale, "other_lang": other,
             "sentence_split": sentence_split, "descriptions": {"en": len(english), locale: len(translated)},
             "filters": steps, "split_seed": seed, "splits": sizes}
+
+
+RECIPE = Recipe(debian_descriptions, DebianDescriptionsOptions)

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 from aeqa_model.declared import declared
 from aeqa_model.io import InputError
 
-from .common import _WS, POSINT, HeldOutOptions, _filter_split_write, _locale_key, _other_lang, read_options
+from .common import _WS, POSINT, HeldOutOptions, Recipe, _filter_split_write, _locale_key, _other_lang, read_options
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,3 +155,6 @@ def gettext_catalogs(dataset: str, spec: Mapping, paths: Mapping[str, str], out_
             "normalization": "whitespace collapsed, HTML tags dropped, entities unescaped, "
                              f"placeholders -> {PLACEHOLDER_PREFIX}1..n (see recipes.normalize_pair)",
             "per_source": per_source, "filters": steps, "split_seed": seed, "splits": sizes}
+
+
+RECIPE = Recipe(gettext_catalogs, GettextCatalogsOptions)

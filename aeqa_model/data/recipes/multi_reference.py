@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 from aeqa_model.declared import declared
 from aeqa_model.io import InputError, write_lines
 
-from .common import read_options
+from .common import Recipe, read_options
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,3 +79,6 @@ def multi_reference(dataset: str, spec: Mapping, paths: Mapping[str, str], out_d
     return {"recipe": "multi_reference", "sentences": len(ids), "additional_references": len(ref_kinds),
             "files": [f"test.{src}", f"test.{tgt}"] + [f"test.ref{k[1:]}.{tgt}" for k in ref_kinds] + ["test.ids"],
             "splits": {"test": len(ids)}}
+
+
+RECIPE = Recipe(multi_reference, MultiReferenceOptions)

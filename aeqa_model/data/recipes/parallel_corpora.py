@@ -22,7 +22,7 @@ from typing import IO, Callable, Iterable, Iterator, Mapping, Sequence
 from aeqa_model.declared import declared
 from aeqa_model.io import InputError, atomic_open
 
-from .common import SPLITS, read_options
+from .common import SPLITS, Recipe, read_options
 
 # --------------------------------------------------------------------------
 # archives and line readers (WMT / IWSLT)
@@ -371,3 +371,6 @@ class _SplitWriter:
 
     def __exit__(self, *exc) -> bool:
         return self._stack.__exit__(*exc)
+
+
+RECIPE = Recipe(parallel_corpora, ParallelCorporaOptions)
