@@ -253,20 +253,20 @@ def test_table7_lambda_end_0_4_row_is_table2s_aeqa_cell(grid_name):
     """Issue 16.4: the paper prints 32.34 for Table 2's AEQA-NAT IWSLT raw cell and for
     Table 7's λe = 0.4 row; both are one cell (aeqa_nat_ar + npd5, raw), and the other
     λe rows differ from it in lambda_end only."""
-    from aeqa_model.paper.grid import _coords
+    from aeqa_model.paper.cells import layered_coords
 
     grid = load_grid(PAPER_DIR / grid_name)
     t2, t7 = grid["outputs"]["table2"], grid["outputs"]["table7"]
     row7 = {r["paper_row"]: r for r in t7["rows"]}
-    cell7 = _coords(t7["defaults"], row7["t7_lend0.4"])
+    cell7 = layered_coords(t7["defaults"], row7["t7_lend0.4"])
     row2 = next(r for r in t2["rows"] if r["paper_row"] == "t2_aeqa_nat")
-    t2_cells = [_coords(t2.get("defaults", {}), col, row2) for col in t2["columns"]
+    t2_cells = [layered_coords(t2.get("defaults", {}), col, row2) for col in t2["columns"]
                 if col.get("dataset") == cell7["dataset"] and col.get("direction") == cell7["direction"]]
     assert t2_cells and cell7 == t2_cells[0]
     base = {**(yaml.safe_load((ROOT / "config" / ("config.yaml" if "paper" in grid_name else "demo.yaml")).read_text())
                ["models"][cell7["model"]])}
     for pid, row in row7.items():
-        assert _coords(t7["defaults"], row)["decoding"] == cell7["decoding"], pid
+        assert layered_coords(t7["defaults"], row)["decoding"] == cell7["decoding"], pid
         if pid != "t7_lend0.4":
             spec = dict(grid["models"][row["model"]])
             assert spec.pop("lambda_end") != 0.4 and spec.pop("lambda_start") == 0.6, pid

@@ -25,7 +25,7 @@ import itertools
 from pathlib import Path
 
 from aeqa_model.io import InputError
-from aeqa_model.paper.cells import CELL_KEYS, MetricsIndex
+from aeqa_model.paper.cells import CELL_KEYS, MetricsIndex, layered_coords
 from aeqa_model.paper.grid_file import read_grid
 
 BLOCK_KEYS = ("datasets", "directions", "data", "models", "decodings")
@@ -122,15 +122,6 @@ def training_runs(grid: dict, teacher: str | None = "at",
     return runs
 
 
-def _coords(*layers: dict) -> dict:
-    merged: dict = {"decoding": "default"}
-    for layer in layers:
-        for key in CELL_KEYS:
-            if key in layer:
-                merged[key] = layer[key]
-    return merged
-
-
 def referenced_cells(spec: dict) -> list[tuple]:
     """Cells that a table or figure spec shows (used to check the blocks cover them)."""
     defaults = spec.get("defaults", {})
@@ -141,12 +132,12 @@ def referenced_cells(spec: dict) -> list[tuple]:
             if "model" not in row:
                 continue
             for col in metric_cols:
-                c = _coords(defaults, col, row)
+                c = layered_coords(defaults, col, row)
                 if all(c.get(k) is not None for k in CELL_KEYS):
                     cells.append(tuple(c[k] for k in CELL_KEYS))
     else:
         for series in spec.get("series", []):
-            base = _coords(defaults, series)
+            base = layered_coords(defaults, series)
             points = list(series.get("points", []))
             if "baseline" in series:
                 points.append(series["baseline"])
