@@ -36,9 +36,21 @@ class Batch:
         return Batch(**{k: None if v is None else v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
 
 
-def _pad(seqs: list[np.ndarray], pad: int, prefix: int | None = None, suffix: int | None = None) -> torch.Tensor:
+def bucketed_width(width: int, multiple: int) -> int:
+    """``width`` rounded up to a multiple of ``multiple`` (1: unchanged): the widths a
+    compiled training step sees then come from a small set, so torch.compile does not
+    specialise a new graph for every batch (train/settings.py, ``pad_to_multiple``)."""
+    return -(-width // multiple) * multiple
+
+
+def _pad(seqs: list[np.ndarray], pad: int, prefix: int | None = None, suffix: int | None = None,
+         width: int | None = None) -> torch.Tensor:
+    """Right-padded rows; ``width``, when given, is the tensor's width (at least the longest row's)."""
     extra = (prefix is not None) + (suffix is not None)
-    width = max((len(s) for s in seqs), default=0) + extra
+    longest = max((len(s) for s in seqs), default=0) + extra
+    width = longest if width is None else width
+    if width < longest:
+        raise ValueError(f"padding width {width} is below the longest row ({longest})")
     out = torch.full((len(seqs), max(width, 1)), pad, dtype=torch.long)
     for row, seq in enumerate(seqs):
         body = list(seq)
@@ -51,16 +63,23 @@ def _pad(seqs: list[np.ndarray], pad: int, prefix: int | None = None, suffix: in
 
 
 def collate(ids: list[int], src: list[np.ndarray], tgt: list[np.ndarray], d: Dictionary,
-            codes: list[np.ndarray] | None = None) -> Batch:
+            codes: list[np.ndarray] | None = None, pad_to_multiple: int = 1) -> Batch:
+    """The padded batch of these sentences. ``pad_to_multiple`` > 1 pads the source
+    width (EOS included) and the target width T up to multiples of it; ``prev_output``
+    and ``target_eos`` keep their width T + 1 and ``target_codes`` the width T, as the
+    models expect. The lengths stay the true ones: every model masks padding, so
+    only the amount of padding changes (tests/test_train_compile.py checks the losses)."""
+    src_width = bucketed_width(max((len(s) for s in src), default=0) + 1, pad_to_multiple)
+    tgt_width = bucketed_width(max((len(t) for t in tgt), default=0), pad_to_multiple)
     return Batch(
         ids=torch.as_tensor(ids, dtype=torch.long),
-        src=_pad(src, d.pad, suffix=d.eos),
+        src=_pad(src, d.pad, suffix=d.eos, width=src_width),
         src_lengths=torch.as_tensor([len(s) + 1 for s in src], dtype=torch.long),
-        target=_pad(tgt, d.pad),
+        target=_pad(tgt, d.pad, width=tgt_width),
         target_lengths=torch.as_tensor([len(t) for t in tgt], dtype=torch.long),
-        prev_output=_pad(tgt, d.pad, prefix=d.bos),
-        target_eos=_pad(tgt, d.pad, suffix=d.eos),
-        target_codes=None if codes is None else _pad(codes, 0),
+        prev_output=_pad(tgt, d.pad, prefix=d.bos, width=tgt_width + 1),
+        target_eos=_pad(tgt, d.pad, suffix=d.eos, width=tgt_width + 1),
+        target_codes=None if codes is None else _pad(codes, 0, width=tgt_width),
     )
 
 
@@ -99,11 +118,13 @@ class ParallelCorpus:
         sentences are cut to it (decode.cli counts and logs them)."""
         return self.max_positions - 2
 
-    def batch(self, ids) -> Batch:
+    def batch(self, ids, pad_to_multiple: int = 1) -> Batch:
+        """The collated batch of sentences ``ids``; ``pad_to_multiple``: see :func:`collate`."""
         ids = [int(i) for i in ids]
         cap = self.max_tokens_per_side
         codes = None if self.codes is None else [self.codes[i][:cap] for i in ids]
-        return collate(ids, [self.src[i][:cap] for i in ids], [self.tgt[i][:cap] for i in ids], self.dictionary, codes)
+        return collate(ids, [self.src[i][:cap] for i in ids], [self.tgt[i][:cap] for i in ids], self.dictionary, codes,
+                       pad_to_multiple)
 
     def token_batches(self, max_tokens: int, shuffle: bool, seed: int = 0, epoch: int = 0,
                       max_sentences: int | None = None) -> list[np.ndarray]:
