@@ -30,6 +30,9 @@ PREVIOUS = {"update_freq": 1, "effective_batch_tokens": None, "warmup_updates": 
             "label_smoothing": 0.1, "amp": "auto", "validate_every": 1000, "validate_bleu_sentences": 0,
             "save_every": 1000, "keep_last": 3, "average_last": 1, "final": "average", "tensorboard": True,
             "max_consecutive_skips": 10}
+# Settings added since, with their defaults (issue 27: the compiled training step); both
+# resumable (they change how a step computes, not what).
+ADDED = {"compile": "auto", "pad_to_multiple": 8}
 # Read as spec[key] (no default): a run without them failed.
 PREVIOUS_REQUIRED = ["max_updates", "max_tokens", "lr"]
 # train/checkpoint.py RESUMABLE_KEYS before issue 28.
@@ -60,14 +63,15 @@ PREVIOUS_SCHEMA = {
         "max_consecutive_skips": POSINT,
     },
 }
+ADDED_SCHEMA = {"compile": {"enum": ["auto", True, False]}, "pad_to_multiple": POSINT}
 
 
 def test_declared_defaults_are_the_previous_ones():
     defaults = TrainingSettings.defaults()
-    assert defaults == PREVIOUS
+    assert defaults == PREVIOUS | ADDED
     assert [type(defaults[k]) for k in PREVIOUS] == [type(v) for v in PREVIOUS.values()]
     assert settings_module.required_keys() == PREVIOUS_REQUIRED
-    assert set(TrainingSettings.names()) == set(PREVIOUS) | set(PREVIOUS_REQUIRED)
+    assert set(TrainingSettings.names()) == set(PREVIOUS) | set(PREVIOUS_REQUIRED) | set(ADDED)
 
 
 def test_label_smoothing_agrees_with_the_models_declaration():
@@ -81,8 +85,8 @@ def test_label_smoothing_agrees_with_the_models_declaration():
 def test_resumable_keys_are_the_previous_ones():
     from aeqa_model.train.checkpoint import RESUMABLE_KEYS
 
-    assert resumable_keys() == PREVIOUS_RESUMABLE
-    assert RESUMABLE_KEYS == PREVIOUS_RESUMABLE
+    assert resumable_keys() == PREVIOUS_RESUMABLE | set(ADDED)
+    assert RESUMABLE_KEYS == PREVIOUS_RESUMABLE | set(ADDED)
 
 
 def test_the_setup_fingerprint_is_unchanged():
@@ -111,7 +115,8 @@ def without_descriptions(node):
 
 def test_the_generated_schema_is_the_previous_one():
     generated = schema()
-    assert without_descriptions(generated) == PREVIOUS_SCHEMA
+    assert without_descriptions(generated) == {**PREVIOUS_SCHEMA,
+                                               "properties": PREVIOUS_SCHEMA["properties"] | ADDED_SCHEMA}
     assert all(entry["description"] for entry in generated["properties"].values())
     rules = cfgmod.with_declared_settings(yaml.safe_load(cfgmod.SCHEMA.read_text(encoding="utf-8")))
     assert rules["$defs"]["training"] == generated

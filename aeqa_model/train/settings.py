@@ -89,6 +89,19 @@ class TrainingSettings:
                                      schema={"minimum": 0, "maximum": 1})
     amp: str = setting("auto", "autocast on CUDA: auto = bf16, bf16, fp16 (with loss scaling), none = fp32; CPU "
                                "runs are always fp32", choices=("auto", "bf16", "fp16", "none"))
+    # Resumable: compiling changes how the step is computed (fused kernels, float rounding,
+    # batch widths padded to pad_to_multiple), not what: the same losses of the same
+    # batches, up to float tolerance (tests/test_train_compile.py). And `auto` already
+    # compiles or not with the device, which the fingerprint does not see either: a run
+    # interrupted on a GPU and resumed on a CPU goes on eager under the same setting.
+    compile: str | bool = setting(
+        "auto", "torch.compile the training step (the model's losses, forward and backward): auto = on CUDA only "
+                "(CPU runs stay eager), true, false; eager is the reference", choices=("auto", True, False),
+        resumable=True)
+    pad_to_multiple: int = setting(
+        8, "with compile on: a training batch's source and target widths are padded up to a multiple of this, so "
+           "that the compiled step sees few shapes (1: no padding); every model masks padding", schema=POSINT,
+        resumable=True)
     # -- validation, checkpoints, logs (resumable: the weights of every update are the same whatever they are)
     validate_every: int = setting(1000, "updates between validations (and checkpoint_best.pt)", schema=POSINT,
                                   resumable=True)

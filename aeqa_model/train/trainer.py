@@ -13,6 +13,10 @@ A checkpoint belongs to its settings (``setup_fingerprint``) and to its data
 over with the old run kept aside. Non-finite weights are never written or loaded:
 an update whose loss or gradient is not finite is skipped (counted in the log), and
 ``max_consecutive_skips`` of them in a row stop the run with an error.
+
+With ``compile`` on (by default on CUDA only) the training step runs the model's
+``forward`` through ``torch.compile`` and pads batch widths to ``pad_to_multiple``; the
+eager path stays the reference (tests/test_train_compile.py compares the two).
 """
 from __future__ import annotations
 
@@ -68,7 +72,43 @@ def check_target_codes(model, train: ParallelCorpus, valid: ParallelCorpus | Non
                              f"model's codebook of {model.sqs.num_codes}; the codes were made for another K")
 
 
+def compile_wanted(setting, device: torch.device) -> bool:
+    """Whether the ``compile`` setting compiles the training step on ``device``: ``auto``
+    on CUDA only (on a CPU the compile time is rarely won back, and CPU runs stay the
+    eager reference), else as set."""
+    if setting == "auto":
+        return device.type == "cuda"
+    return setting is True
+
+
+def compile_training_step(model: torch.nn.Module, backend: str = "inductor") -> None:
+    """Compile ``model``'s ``__call__`` (its ``forward``: the named losses as plain
+    (value, weight) pairs) in place. In place, not a wrapper: the module, its
+    parameters and its ``state_dict`` keys stay those of the eager model (no
+    ``_orig_mod.`` prefix in checkpoints), DDP wraps it as before, and the other
+    entry points (``losses`` for validation, the decoders) stay eager.
+
+    Shapes: ``dynamic=None``, torch's automatic dynamic shapes. The batch size changes
+    with every token batch (it cannot be padded: empty rows would count in the losses
+    that average over sentences), so after the first recompile it is symbolic; the widths
+    come padded to few values (``pad_to_multiple``), which bounds what must stay
+    specialised: DAT's alignment loop runs over the target width in Python, and sizes
+    read back with ``int()`` (CTC's and DAT's decoder lengths) start new graphs.
+
+    Randomness: inductor's ``fallback_random`` keeps torch's own generator for dropout
+    and the glancing draws instead of inductor's fused ones. The compiled step then
+    draws what the eager step draws, GLAT's "same dropout masks in both passes"
+    (models/glancing.same_dropout) still holds, and the generator state a checkpoint
+    saves is the whole random state of the step."""
+    options = {"fallback_random": True} if backend == "inductor" else None
+    model.compile(backend=backend, dynamic=None, options=options)
+
+
 class Trainer:
+    # torch.compile's backend for the training step; tests use "aot_eager" (the same
+    # capture, graph breaks and autograd, without inductor's minutes of CPU compiling).
+    COMPILE_BACKEND = "inductor"
+
     def __init__(self, model_spec: dict, train_spec: dict, dictionary: Dictionary, train: ParallelCorpus,
                  valid: ParallelCorpus | None, out_dir: str | Path, seed: int = 1, device: str = "auto",
                  sizes: dict | None = None, sqs_init: str | None = None, log=print):
@@ -101,6 +141,11 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.out_dir, self.setup, dictionary, train, valid,
                                              keep_last=settings.keep_last,
                                              rank=self.rank, log=log)
+        self.compiled = compile_wanted(settings.compile, self.device)
+        # Only a compiled step pads: eager runs keep their batches bit for bit.
+        self.pad_to_multiple = settings.pad_to_multiple if self.compiled else 1
+        if self.compiled:
+            compile_training_step(self.model, self.COMPILE_BACKEND)  # before DDP wraps it
         self.ddp = None
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
@@ -208,11 +253,12 @@ class Trainer:
     # ------------------------------------------------------------------ steps --
     def _forward(self, batch, update):
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            if self.ddp is None:
+            if self.ddp is None and not self.compiled:
                 return self.model.losses(batch, update)
-            # Through DDP's forward so its gradient hooks are armed; DDP only sees
-            # plain tensors, so the model's forward returns (value, weight) pairs.
-            pairs = self.ddp(batch, update)
+            # Through the module's __call__: DDP's forward arms its gradient hooks, and a
+            # compiled model's __call__ is the compiled forward. Both see plain tensors, so
+            # the model's forward returns (value, weight) pairs.
+            pairs = (self.ddp or self.model)(batch, update)
             return {name: LossTerm(value, weight) for name, (value, weight) in pairs.items()}
 
     @torch.no_grad()
@@ -332,7 +378,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 rng_restore(rng_before, self.device)
                 return None
-            cpu_batch = self.train_data.batch(ids)
+            cpu_batch = self.train_data.batch(ids, self.pad_to_multiple)
             ntok += cpu_batch.ntokens  # counted on the host: no synchronisation
             batch = cpu_batch.to(self.device)
             terms = self._forward(batch, self.state.update)
