@@ -20,6 +20,32 @@ def _reorder_cache(cache: list[dict], index: torch.Tensor) -> None:
             self_cache["v"] = self_cache["v"].index_select(0, index)
 
 
+class CachedSteps:
+    """The AT's incremental decoder steps with the model's own key/value cache, which
+    grows by one position per step (the reference path; decode/graphs.py has a
+    fixed-size one for graphs)."""
+
+    def __init__(self, model, enc: torch.Tensor, enc_mask: torch.Tensor):
+        self.model, self.enc, self.enc_mask = model, enc, enc_mask
+        self.cache: list[dict] = [dict() for _ in model.decoder.layers]
+
+    def logits(self, last_tokens: torch.Tensor, step: int) -> torch.Tensor:
+        """(N, 1) last tokens at position ``step`` -> (N, V) next-token logits."""
+        return self.model.decoder_logits(last_tokens, self.enc, self.enc_mask, cache=self.cache, start=step)[:, -1]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """The beams continue from rows ``index`` of the previous step."""
+        _reorder_cache(self.cache, index)
+
+
+def decoder_steps(model, enc: torch.Tensor, enc_mask: torch.Tensor, max_len: int):
+    """The incremental steps of ``model``: its own cache, unless the model brings its own
+    steps (decode/graphs.py's GraphedDecoding: static shapes for torch.compile and CUDA
+    graphs), so that one search serves both and they cannot drift apart."""
+    own = getattr(model, "decoder_steps", None)
+    return own(enc, enc_mask, max_len) if own is not None else CachedSteps(model, enc, enc_mask)
+
+
 @torch.no_grad()
 def beam_search(model, src, teacher=None, reference=None, beam: int = 4, lenpen: float = 1.0,
                 max_len_a: float = 1.2, max_len_b: int = 10, return_scores: bool = False, **_):
@@ -32,7 +58,7 @@ def beam_search(model, src, teacher=None, reference=None, beam: int = 4, lenpen:
     # Never past the decoder's positions (step ``max_len - 1`` reads position ``max_len - 1``):
     # a long source would otherwise ask for more (1.2 x 1023 + 10), an IndexError mid-search.
     max_len = min(int(max_len_a * int(src_len.max()) + max_len_b), int(model.cfg.max_positions))
-    cache: list[dict] = [dict() for _ in model.decoder.layers]
+    steps = decoder_steps(model, enc, enc_mask, max_len)
     tokens = torch.full((bsz * k, 1), d.bos, dtype=torch.long, device=src.device)
     scores = torch.zeros(bsz, k, device=src.device)
     scores[:, 1:] = float("-inf")                      # all beams start identical: keep one
@@ -40,8 +66,7 @@ def beam_search(model, src, teacher=None, reference=None, beam: int = 4, lenpen:
     lengths = torch.zeros(bsz * k, dtype=torch.long, device=src.device)
     offsets = (torch.arange(bsz, device=src.device) * k)[:, None]
     for step in range(max_len):
-        logits = model.decoder_logits(tokens[:, -1:], enc, enc_mask, cache=cache, start=step)
-        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
+        logp = torch.log_softmax(steps.logits(tokens[:, -1:], step).float(), dim=-1)
         logp[:, [d.pad, d.bos, d.mask, d.blank]] = float("-inf")
         if step == max_len - 1:                        # out of room: every live beam must end
             eos_col = logp[:, d.eos].clone()
@@ -59,7 +84,7 @@ def beam_search(model, src, teacher=None, reference=None, beam: int = 4, lenpen:
         lengths = lengths.index_select(0, base) + (~was_finished).long()
         finished = was_finished | new_tok.view(-1).eq(d.eos)
         scores = top_scores
-        _reorder_cache(cache, base)
+        steps.reorder(base)
         if bool(finished.all()):
             break
     normalized = scores.view(-1) / lengths.clamp(min=1).float().pow(lenpen)
