@@ -34,6 +34,8 @@ PREVIOUS_SCHEMA = {
         "bleurt_batch_size": POSINT,
     },
 }
+# Declared since (issue 27 item 3): batch-1 decoding also timed through graphs.
+PREVIOUS_SCHEMA["properties"]["speed_graphs"] = {"enum": ["none", "compile", "cuda_graphs", "auto"]}
 
 
 def without_descriptions(node):
@@ -88,6 +90,7 @@ def test_the_decode_command_line_and_the_rules_take_the_declared_defaults():
 
     args = cli.build_parser().parse_args(["--model", "m", "--dict", "d", "--src-prefix", "s", "--tgt-prefix", "t",
                                           "--decoding", "{}", "--tgt-lang", "de", "--out-tok", "o"])
-    assert (args.speed_subset, args.speed_warmup) == (DEFAULTS["speed_subset"], DEFAULTS["speed_warmup"])
+    assert (args.speed_subset, args.speed_warmup, args.speed_graphs) == (
+        DEFAULTS["speed_subset"], DEFAULTS["speed_warmup"], DEFAULTS["speed_graphs"]) and args.speed_graphs == "none"
     assert spec_value({"speed_subset": 7}, "speed_subset") == 7
     assert spec_value({}, "speed_warmup") == DEFAULTS["speed_warmup"]

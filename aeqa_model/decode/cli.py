@@ -21,6 +21,7 @@ from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
 from aeqa_model.decode import check_decoding, generate
+from aeqa_model.decode.graphs import SPEED_GRAPHS, GraphedDecoding, resolve_mode
 from aeqa_model.decode.timing import interleaved_items, sync
 from aeqa_model.device import pick_device
 from aeqa_model.io import EXIT_BAD_INPUT, EXIT_FAILED, InputError, os_error_message, write_json, write_lines
@@ -93,32 +94,57 @@ def translate(model, corpus: ParallelCorpus, indices: np.ndarray, decoding: dict
 
 
 def time_batch1(model, corpus, indices, decoding, device, warmup: int, teacher=None, reference=None,
-                reference_decoding=None, rounds: int = 3) -> dict:
+                reference_decoding=None, rounds: int = 3, graphs: str = "none", compile_options=None) -> dict:
     """Wall-clock latency per sentence at batch size 1 (after ``warmup`` sentences) of
     ``model``, and of the AT ``reference`` when given, timed side by side: sentence by
     sentence in alternation over ``rounds`` rounds, the median round of each
     (decode/timing.py), so that a loaded machine slows both alike and their ratio, the
-    speed-up, stays meaningful."""
+    speed-up, stays meaningful.
+
+    ``graphs`` (a resolved decode.graphs mode other than ``none``): each is also timed
+    optimised (GraphedDecoding), all four functions in the same interleaved rounds; the
+    top-level latencies are then the optimised ones (what the speed-up column reads),
+    ``eager`` and ``optimised`` hold both ways. Before the timing, every sentence is
+    decoded optimised once, untimed: every graph is compiled or captured outside the
+    timing, and the hypotheses are compared with the eager ones."""
     # Oracle decoding (Fig. 1) reads the reference; it is timed with it like the rest.
     needs_reference = decoding.get("strategy") == "oracle"
 
     def decoder(net, dec, helper, with_reference):
         def one(i):
             batch = corpus.batch([int(i)]).to(device)
-            generate(net, batch.src, dec, teacher=helper, reference=batch.target if with_reference else None)
+            return generate(net, batch.src, dec, teacher=helper, reference=batch.target if with_reference else None)
         return one
 
-    fns = {"model": decoder(model, decoding, teacher, needs_reference)}
+    plain = {"model": (model, decoding, teacher, needs_reference)}
     if reference is not None:
-        fns["at"] = decoder(reference, reference_decoding, None, False)
+        plain["at"] = (reference, reference_decoding, None, False)
+    fns = {name: decoder(*spec) for name, spec in plain.items()}
     for fn in fns.values():
         for i in indices[:warmup]:
             fn(i)
+    differing = 0
+    if graphs != "none":
+        for name, (net, dec, helper, with_reference) in plain.items():
+            fast = decoder(GraphedDecoding(net, graphs, compile_options), dec, helper, with_reference)
+            differing += sum(fast(i) != fns[name](i) for i in indices)
+            fns[f"{name}_optimised"] = fast
+        if differing:
+            logging.warning("speed_graphs %s: %d of %d timed decodes differ optimised from eager (floating-point "
+                            "rounding at a near-tie; the timing is of the same search)", graphs, differing,
+                            len(indices) * len(plain))
     seconds = interleaved_items(fns, list(indices), device, rounds=rounds, warmup=0)
     n = max(len(indices), 1)
-    out = {"latency_ms_per_sentence": 1000.0 * seconds["model"] / n, "timing_rounds": rounds}
-    if reference is not None:
-        out["at_latency_ms_per_sentence"] = 1000.0 * seconds["at"] / n
+    ways = {}
+    for way, suffix in (("eager", ""), ("optimised", "_optimised")):
+        if f"model{suffix}" in seconds:
+            ways[way] = {"latency_ms_per_sentence": 1000.0 * seconds[f"model{suffix}"] / n}
+            if reference is not None:
+                ways[way]["at_latency_ms_per_sentence"] = 1000.0 * seconds[f"at{suffix}"] / n
+    out = {**ways["optimised" if graphs != "none" else "eager"], "timing_rounds": rounds}
+    if graphs != "none":
+        out.update(speed_graphs=graphs, eager=ways["eager"],
+                   optimised={**ways["optimised"], "hypotheses_differing": int(differing)})
     return out
 
 
@@ -129,6 +155,12 @@ def time_throughput(model, corpus, indices, decoding, device, max_tokens: int, t
     translate(model, corpus, indices, decoding, device, max_tokens, teacher=teacher, desc="throughput")
     sync(device)
     return len(indices) / max(time.perf_counter() - start, 1e-9)
+
+
+def graph_compile_options(backend: str) -> dict:
+    """torch.compile's arguments for decode.graphs: Inductor with CUDA graphs where it can
+    (reduce-overhead), any other backend as it is (it takes no mode)."""
+    return {"mode": "reduce-overhead"} if backend == "inductor" else {"backend": backend}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed-warmup", type=int, default=EVALUATE_DEFAULTS["speed_warmup"])
     p.add_argument("--speed-rounds", type=int, default=3,
                    help="rounds of side-by-side batch-1 timing (the median round counts)")
+    p.add_argument("--speed-graphs", choices=SPEED_GRAPHS, default=EVALUATE_DEFAULTS["speed_graphs"],
+                   help="also time batch-1 decoding through graphs, model and AT alike (decode/graphs.py); "
+                        "speed.json then reports both ways and its speed-up is the optimised one")
+    p.add_argument("--speed-compile-backend", default="inductor",
+                   help="torch.compile backend of --speed-graphs compile (inductor: mode reduce-overhead; aot_eager "
+                        "traces the same graphs without generating code: a quick check that they compile)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     return p
@@ -174,6 +212,7 @@ def run_decode(args) -> int:
         torch.set_num_threads(args.threads)
     try:
         device = pick_device(args.device)  # InputError for a CUDA device where torch sees none
+        graphs = resolve_mode(args.speed_graphs, device) if args.speed_out else "none"
         decoding = json.loads(args.decoding)
         # Before any model is loaded: a bad option (beam 0, `four`) would otherwise end
         # deep in the search with a TypeError or RuntimeError.
@@ -230,7 +269,8 @@ def run_decode(args) -> int:
                   and Path(args.model).resolve() == Path(args.speed_reference).resolve())
         timed_reference = reference.to(device) if reference is not None and not itself else None
         speed = time_batch1(model, corpus, subset, decoding, device, args.speed_warmup, teacher=teacher,
-                            reference=timed_reference, reference_decoding=ref_decoding, rounds=args.speed_rounds)
+                            reference=timed_reference, reference_decoding=ref_decoding, rounds=args.speed_rounds,
+                            graphs=graphs, compile_options=graph_compile_options(args.speed_compile_backend))
         speed["throughput_sentences_per_s"] = time_throughput(model, corpus, subset, decoding, device,
                                                               args.max_tokens, teacher=teacher)
         speed["throughput_max_tokens"] = args.max_tokens
@@ -238,16 +278,21 @@ def run_decode(args) -> int:
         speed.update({"batch_size": 1, "n_sentences": len(subset), "warmup": args.speed_warmup,
                       "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
                       "dtype": "float32", "threads": torch.get_num_threads(), "torch": torch.__version__})
+        # The latencies at the top level (what Table 1's speed-up column reads) and, with
+        # speed_graphs, each way's (time_batch1).
+        latencies = [speed] + [speed[way] for way in ("eager", "optimised") if way in speed]
         if itself:
-            speed["at_latency_ms_per_sentence"] = speed["latency_ms_per_sentence"]
+            for timing in latencies:
+                timing["at_latency_ms_per_sentence"] = timing["latency_ms_per_sentence"]
+                timing["speedup"] = 1.0
             speed["at_throughput_sentences_per_s"] = speed["throughput_sentences_per_s"]
             speed["at_decoding"] = ref_decoding
-            speed["speedup"] = 1.0
         elif timed_reference is not None:
             speed["at_throughput_sentences_per_s"] = time_throughput(timed_reference, corpus, subset, ref_decoding,
                                                                      device, args.max_tokens)
             speed["at_decoding"] = ref_decoding
-            speed["speedup"] = speed["at_latency_ms_per_sentence"] / max(speed["latency_ms_per_sentence"], 1e-9)
+            for timing in latencies:
+                timing["speedup"] = timing["at_latency_ms_per_sentence"] / max(timing["latency_ms_per_sentence"], 1e-9)
         write_json(args.speed_out, speed)
     write_lines(args.out_tok, tok_lines)   # last: the rule's main output appears only when all is done
     logging.info("decoded %d sentences -> %s", len(hyps), args.out_tok)

@@ -34,6 +34,9 @@ DEFAULT_BOOTSTRAP_SEED = 12345
 
 POSINT = {"minimum": 1}
 STRING_OR_NULL = {"type": ["string", "null"]}
+# The modes of speed_graphs (aeqa_model/decode/graphs.py runs them; named here, where
+# the setting is declared, as this module must not import torch).
+SPEED_GRAPHS = ("none", "compile", "cuda_graphs", "auto")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +50,11 @@ class EvaluateSettings:
                                  schema=POSINT)
     speed_warmup: int = declared(5, "untimed batch-1 decodes before the timing (kernel and allocator warm-up)",
                                  schema={"minimum": 0})
+    speed_graphs: str = declared(
+        "none", "also time batch-1 decoding through graphs, the model and the AT alike (aeqa_model/decode/graphs.py): "
+        "compile (torch.compile reduce-overhead: CUDA graphs on a GPU), cuda_graphs (captured eager code, CUDA only) "
+        "or auto (cuda_graphs on a GPU, compile elsewhere); speed.json then holds both ways and its speedup is the "
+        "optimised one (docs/metrics.md); none: eager only", choices=SPEED_GRAPHS)
     # -- the scores
     length_buckets: tuple[float, ...] = declared(
         (0, 5, 10, 20, 40, 1000), "edges of the reference-length buckets of Figure 3's BLEU by length",

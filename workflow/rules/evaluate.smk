@@ -20,7 +20,11 @@ rule decode:
         decoding=lambda wc: jq(DECODINGS[wc.decoding]),
         teacher=lambda wc, input: ["--teacher", input.teacher] if "teacher" in input.keys() else [],
         subset=evaluate_setting("speed_subset"),
-        warmup=evaluate_setting("speed_warmup"),
+        # --speed-graphs rides on this param and only when set: a run whose config leaves
+        # evaluate.speed_graphs at its default keeps the shell command and the params it
+        # was made with, so no decode is redone (a new shell word or param would be).
+        warmup=(evaluate_setting("speed_warmup") if evaluate_setting("speed_graphs") == "none"
+                else [evaluate_setting("speed_warmup"), "--speed-graphs", evaluate_setting("speed_graphs")]),
         device=config.get("device", "auto"),
     log:
         f"{RESULTS}/logs/decode/{{dataset}}.{{direction}}.{{data}}.{{model}}.{{decoding}}.log",
