@@ -2,7 +2,8 @@
 
 Runs, each as its own process, on one device:
 
-* ``decode_speed.py`` at base size (batch-1 latency of AT and the NATs);
+* ``decode_speed.py`` at base size (batch-1 latency of AT and the NATs, eager
+  and through CUDA graphs side by side: ``--graphs auto``);
 * ``aeqa_overhead.py`` at base size, bf16 on a GPU (AEQA-NAT's training and
   decoding speed next to Vanilla NAT and GLAT; the issue 15 target is training
   at >= 0.9x of GLAT);
@@ -43,7 +44,9 @@ def plan(device: str, quick: bool) -> list[tuple[str, list[str], int]]:
     if quick:
         tiny = ["--vocab", "300"]
         return [
-            ("decode_speed", ["decode_speed.py", "--size", "demo", "--sentences", "2", "--rounds", "1", *tiny], 300),
+            # the optimised decode too: CUDA graphs on a GPU; on a CPU traced only (aot_eager), as a self-check
+            ("decode_speed", ["decode_speed.py", "--size", "demo", "--sentences", "2", "--rounds", "1", *tiny,
+                              "--graphs", "auto", *([] if gpu else ["--compile-backend", "aot_eager"])], 300),
             ("aeqa_overhead", ["aeqa_overhead.py", "--size", "demo", "--sentences", "4", "--steps", "1", "--rounds", "1",
                                "--decode-sentences", "2", "--amp", "bf16" if gpu else "none", *tiny], 300),
             ("train_throughput", ["train_throughput.py", "--arch", "all", "--sizes", "demo", "--amp", "fp32,bf16",
@@ -51,7 +54,8 @@ def plan(device: str, quick: bool) -> list[tuple[str, list[str], int]]:
             ("sync_check", ["sync_check.py", "--sentences", "4", *tiny], 300),
         ]
     return [
-        ("decode_speed", ["decode_speed.py", "--size", "base", "--sentences", "30", "--rounds", "3"], 120),
+        ("decode_speed", ["decode_speed.py", "--size", "base", "--sentences", "30", "--rounds", "3",
+                          "--graphs", "auto"], 240),
         ("aeqa_overhead", ["aeqa_overhead.py", "--size", "base", "--amp", "bf16" if gpu else "none",
                            "--sentences", "256", "--steps", "20", "--rounds", "5", "--decode-sentences", "30"], 120),
         ("train_throughput", ["train_throughput.py", "--arch", "all", "--sizes", "base", "--amp", "fp32,bf16",
@@ -143,9 +147,18 @@ def summary(results: dict, device: str, quick: bool) -> list[str]:
         out += table(["ratio", "training", "decoding", "target"], ratios) + [""]
     res = results.get("decode_speed")
     if res and res["rows"]:
-        out += ["## Batch-1 decoding (decode_speed)", ""]
-        out += table(["model", "ms/sentence", "speedup over AT"],
-                     [[r["model"], r["ms_per_sentence"], r["speedup_over_AT"]] for r in res["rows"]]) + [""]
+        graphs = next((r.get("graphs") for r in res["info"]), "none")
+        out += [f"## Batch-1 decoding (decode_speed{', eager and optimised: ' + graphs if graphs != 'none' else ''})",
+                ""]
+        if graphs != "none":
+            out += table(["model", "ms/sentence", "speedup over AT", "optimised ms/sentence",
+                          "optimised speedup over AT", "optimised / eager", "hypotheses differing"],
+                         [[r["model"], r["ms_per_sentence"], r["speedup_over_AT"], r.get("ms_per_sentence_optimised"),
+                           r.get("speedup_over_AT_optimised"), r.get("optimised_over_eager"),
+                           r.get("hypotheses_differing")] for r in res["rows"]]) + [""]
+        else:
+            out += table(["model", "ms/sentence", "speedup over AT"],
+                         [[r["model"], r["ms_per_sentence"], r["speedup_over_AT"]] for r in res["rows"]]) + [""]
     res = results.get("sync_check")
     if res and res["rows"]:
         out += ["## Host syncs in one training step (sync_check)", ""]
