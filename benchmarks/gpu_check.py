@@ -7,13 +7,16 @@ Runs, each as its own process, on one device:
 * ``aeqa_overhead.py`` at base size, bf16 on a GPU (AEQA-NAT's training and
   decoding speed next to Vanilla NAT and GLAT; the issue 15 target is training
   at >= 0.9x of GLAT);
-* ``train_throughput.py`` for every architecture at base size in fp32 and bf16;
+* ``train_throughput.py`` for every architecture at base size in fp32 and bf16, and
+  with ``--compiled`` in bf16 eager and compiled side by side (``--compile both``:
+  ``training.compile``, issue 27; Inductor compiles for minutes, so it is a step of its
+  own, off by default: the GPU tier's time budget has no room for it);
 * ``sync_check.py``: one training step of every architecture under
   ``torch.cuda.set_sync_debug_mode("error")``.
 
 It then prints one Markdown summary with the device and the versions. It needs
 only torch and this repository (no Snakemake), and takes about 2-3 minutes on
-one H100-class GPU (at most 5).
+one H100-class GPU (at most 5); ``--compiled`` adds up to 15 (not measured yet).
 
 ``--quick`` (or ``AEQA_GPU_CHECK_QUICK=1``) is a self-check at toy sizes that
 also runs on a CPU in a minute or two. It tells you that the pieces work, not
@@ -38,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def plan(device: str, quick: bool) -> list[tuple[str, list[str], int]]:
+def plan(device: str, quick: bool, compiled: bool = False) -> list[tuple[str, list[str], int]]:
     """(name, arguments, timeout in seconds) of every step."""
     gpu = device.startswith("cuda")
     if quick:
@@ -53,7 +56,7 @@ def plan(device: str, quick: bool) -> list[tuple[str, list[str], int]]:
                                   "--sentences", "4", "--rounds", "1", "--repeat", "1", *tiny], 300),
             ("sync_check", ["sync_check.py", "--sentences", "4", *tiny], 300),
         ]
-    return [
+    steps = [
         ("decode_speed", ["decode_speed.py", "--size", "base", "--sentences", "30", "--rounds", "3",
                           "--graphs", "auto"], 240),
         ("aeqa_overhead", ["aeqa_overhead.py", "--size", "base", "--amp", "bf16" if gpu else "none",
@@ -62,6 +65,11 @@ def plan(device: str, quick: bool) -> list[tuple[str, list[str], int]]:
                               "--sentences", "256", "--rounds", "2", "--repeat", "2"], 180),
         ("sync_check", ["sync_check.py", "--size", "demo"], 90),
     ]
+    if compiled:
+        steps.append(("train_compiled", ["train_throughput.py", "--arch", "all", "--sizes", "base", "--amp",
+                                         "bf16" if gpu else "fp32", "--sentences", "256", "--rounds", "2",
+                                         "--repeat", "2", "--compile", "both"], 900))
+    return steps
 
 
 def run_step(args: list[str], device: str, timeout: int) -> dict:
@@ -131,6 +139,21 @@ def summary(results: dict, device: str, quick: bool) -> list[str]:
         out += table(["arch", "fp32 tok/s", "bf16 tok/s", "bf16 / fp32", "fp32 TFLOP/s", "bf16 TFLOP/s", "bf16 MFU"],
                      [[a, v.get("fp32"), v.get("bf16"), v.get("speedup"), v.get("fp32 TFLOP/s"),
                        v.get("bf16 TFLOP/s"), v.get("bf16 MFU")] for a, v in by_arch.items()]) + [""]
+    res = results.get("train_compiled")
+    if res and res["rows"]:
+        by_arch = {}
+        for row in res["rows"]:
+            if "config" in row and "arch" in row:
+                way = "compiled" if row["config"].endswith("+compile") else "eager"
+                by_arch.setdefault(row["arch"], {})[way] = row.get("tokens_per_s", row.get("error"))
+                if "compile_s" in row:
+                    by_arch[row["arch"]]["compile_s"] = row["compile_s"]
+            elif "+compile / " in str(row.get("ratio", "")):
+                by_arch.setdefault(row["arch"], {})["ratio"] = row["speedup"]
+        out += ["## Compiled training step (train_throughput --compile both: training.compile, inductor)", ""]
+        out += table(["arch", "eager tok/s", "compiled tok/s", "compiled / eager", "compile s"],
+                     [[a, v.get("eager"), v.get("compiled"), v.get("ratio"), v.get("compile_s")]
+                      for a, v in by_arch.items()]) + [""]
     res = results.get("aeqa_overhead")
     if res and res["rows"]:
         out += ["## AEQA-NAT overhead (aeqa_overhead, side by side)", ""]
@@ -176,6 +199,8 @@ def main() -> int:
                    help="toy sizes: a self-check that also runs on a CPU")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None, help="also write each step's output and the summary to this folder")
+    p.add_argument("--compiled", action="store_true",
+                   help="also time the compiled training step against the eager one (minutes of compiling)")
     args = p.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA GPU; use --device cpu --quick for the self-check",
@@ -184,7 +209,7 @@ def main() -> int:
     if args.device == "cpu" and not args.quick:
         print("note: the full check on a CPU takes a long time; --quick is the CPU self-check", file=sys.stderr)
     results = {}
-    for name, step_args, timeout in plan(args.device, args.quick):
+    for name, step_args, timeout in plan(args.device, args.quick, args.compiled):
         print(f"gpu_check: {name} ...", file=sys.stderr, flush=True)
         results[name] = run_step(step_args, args.device, timeout)
         if results[name]["code"] != 0:

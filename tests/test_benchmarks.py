@@ -82,3 +82,20 @@ def test_train_throughput_reports_flops_and_tflops_per_architecture():
         assert row["gflops_per_step"] > 0 and row["tflops_per_s"] > 0 and row["mfu_bf16_peak"] is None
     # AEQA-NAT's step does more matrix products than the AT's (glancing's first pass, H_y, the SQS)
     assert measured["aeqa_nat"]["gflops_per_step"] > measured["at"]["gflops_per_step"]
+
+
+def test_gpu_check_times_the_compiled_step_only_when_asked_and_tables_it():
+    """--compiled adds train_throughput --compile both (minutes of compiling: the GPU tier
+    runs the check without it); its rows become one table per architecture."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_check
+
+    assert "train_compiled" not in [name for name, *_ in gpu_check.plan("cuda", quick=False)]
+    (step,) = [s for s in gpu_check.plan("cuda", quick=False, compiled=True) if s[0] == "train_compiled"]
+    assert step[1][step[1].index("--compile") + 1] == "both" and "bf16" in step[1]
+    rows = [{"arch": "glat", "config": "base/bf16", "tokens_per_s": 100.0},
+            {"arch": "glat", "config": "base/bf16+compile", "tokens_per_s": 250.0, "compile_s": 61.5},
+            {"ratio": "base/bf16+compile / base/bf16", "arch": "glat", "speedup": 2.5}]
+    out = "\n".join(gpu_check.summary({"train_compiled": {"rows": rows, "info": [], "code": 0, "seconds": 1.0}},
+                                      "cpu", quick=False))
+    assert "## Compiled training step" in out and "| glat | 100.0 | 250.0 | 2.5 | 61.5 |" in out

@@ -32,7 +32,7 @@ PREVIOUS = {"update_freq": 1, "effective_batch_tokens": None, "warmup_updates": 
             "max_consecutive_skips": 10}
 # Settings added since, with their defaults (issue 27: the compiled training step); both
 # resumable (they change how a step computes, not what).
-ADDED = {"compile": "auto", "pad_to_multiple": 8}
+ADDED = {"compile": False, "pad_to_multiple": 8}
 # Read as spec[key] (no default): a run without them failed.
 PREVIOUS_REQUIRED = ["max_updates", "max_tokens", "lr"]
 # train/checkpoint.py RESUMABLE_KEYS before issue 28.

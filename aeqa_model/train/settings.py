@@ -94,10 +94,12 @@ class TrainingSettings:
     # batches, up to float tolerance (tests/test_train_compile.py). And `auto` already
     # compiles or not with the device, which the fingerprint does not see either: a run
     # interrupted on a GPU and resumed on a CPU goes on eager under the same setting.
+    # Off by default until a GPU run has measured it (issue 27): inductor on CUDA, bf16 and
+    # NCCL are untested here, and a paper run should not be the first to try them.
     compile: str | bool = setting(
-        "auto", "torch.compile the training step (the model's losses, forward and backward): auto = on CUDA only "
-                "(CPU runs stay eager), true, false; eager is the reference", choices=("auto", True, False),
-        resumable=True)
+        False, "torch.compile the training step (the model's losses, forward and backward): auto = on CUDA only "
+               "(CPU runs stay eager), true, false (the default until measured on a GPU); eager is the reference",
+        choices=("auto", True, False), resumable=True)
     pad_to_multiple: int = setting(
         8, "with compile on: a training batch's source and target widths are padded up to a multiple of this, so "
            "that the compiled step sees few shapes (1: no padding); every model masks padding", schema=POSINT,

@@ -14,7 +14,7 @@ over with the old run kept aside. Non-finite weights are never written or loaded
 an update whose loss or gradient is not finite is skipped (counted in the log), and
 ``max_consecutive_skips`` of them in a row stop the run with an error.
 
-With ``compile`` on (by default on CUDA only) the training step runs the model's
+With ``compile`` on (``auto``: on CUDA only; off by default) the training step runs the model's
 ``forward`` through ``torch.compile`` and pads batch widths to ``pad_to_multiple``; the
 eager path stays the reference (tests/test_train_compile.py compares the two).
 """
