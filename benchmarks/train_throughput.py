@@ -12,7 +12,7 @@ share its model and optimizer.
 
 ``--compile both`` measures every configuration eager and compiled side by side, in the
 same interleaved rounds (issue 27: ``training.compile``): the compiled step is the
-trainer's (``train.trainer.compile_training_step``, inductor) on the batch padded as the
+trainer's (``train.runtime.compile_training_step``, inductor) on the batch padded as the
 trainer pads it (``--pad-to-multiple``, the training default). Its row is the
 configuration ``<size>/<amp>+compile`` with its ``compile_s`` (the first call, compiling
 included), then a ratio row compiled / eager. Its FLOPs are the eager step's (padding is
@@ -36,7 +36,7 @@ from aeqa_model.models import ARCHS
 from aeqa_model.models.base import LossTerm, total_loss
 from aeqa_model.models.build import build_model
 from aeqa_model.train.settings import DEFAULTS
-from aeqa_model.train.trainer import compile_training_step
+from aeqa_model.train.runtime import compile_training_step
 
 # Options an architecture is measured with (the AEQA models at the paper's K).
 ARCH_OPTIONS = {"aeqa_nat": {"codebook_size": 2048}, "aeqa_dat": {"codebook_size": 2048}}

@@ -30,7 +30,8 @@ from aeqa_model.models import ARCHS, model_class
 from aeqa_model.models.base import LossTerm, total_loss
 from aeqa_model.models.hostsync import force_sync_free
 from aeqa_model.models.transformer import TransformerConfig
-from aeqa_model.train.trainer import RERUN_EXIT_CODE, Trainer, compile_training_step, compile_wanted
+from aeqa_model.train.runtime import compile_training_step, compile_wanted
+from aeqa_model.train.trainer import RERUN_EXIT_CODE, Trainer
 from tests.conftest import make_pairs
 from tests.test_trainer import SIZES, SPEC, interrupt_at
 

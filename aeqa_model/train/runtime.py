@@ -2,7 +2,8 @@
 (train/trainer.py) and the SQS pre-alignment (pretrain_sqs/) both start
 their device and process group, seed, catch SLURM's signals, pick the autocast type,
 log once per job and exit through the same codes with these. Neither imports the
-other; neither imports a CLI.
+other; neither imports a CLI. The trainer's compiled step (``training.compile``) is
+here too, so that the benchmarks time the trainer's own.
 """
 from __future__ import annotations
 
@@ -80,3 +81,35 @@ def configure_logging(rank: int) -> None:
     else:
         logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s [rank {rank}] %(message)s")
         logging.getLogger().setLevel(logging.WARNING)
+
+
+def compile_wanted(setting, device: torch.device) -> bool:
+    """Whether the ``compile`` setting compiles the training step on ``device``: ``auto``
+    on CUDA only (on a CPU the compile time is rarely won back, and CPU runs stay the
+    eager reference), else as set."""
+    if setting == "auto":
+        return device.type == "cuda"
+    return setting is True
+
+
+def compile_training_step(model: torch.nn.Module, backend: str = "inductor") -> None:
+    """Compile ``model``'s ``__call__`` (its ``forward``: the named losses as plain
+    (value, weight) pairs) in place. In place, not a wrapper: the module, its
+    parameters and its ``state_dict`` keys stay those of the eager model (no
+    ``_orig_mod.`` prefix in checkpoints), DDP wraps it as before, and the other
+    entry points (``losses`` for validation, the decoders) stay eager.
+
+    Shapes: ``dynamic=None``, torch's automatic dynamic shapes. The batch size changes
+    with every token batch (it cannot be padded: empty rows would count in the losses
+    that average over sentences), so after the first recompile it is symbolic; the widths
+    come padded to few values (``pad_to_multiple``), which bounds what must stay
+    specialised: DAT's alignment loop runs over the target width in Python, and sizes
+    read back with ``int()`` (CTC's and DAT's decoder lengths) start new graphs.
+
+    Randomness: inductor's ``fallback_random`` keeps torch's own generator for dropout
+    and the glancing draws instead of inductor's fused ones. The compiled step then
+    draws what the eager step draws, GLAT's "same dropout masks in both passes"
+    (models/glancing.same_dropout) still holds, and the generator state a checkpoint
+    saves is the whole random state of the step."""
+    options = {"fallback_random": True} if backend == "inductor" else None
+    model.compile(backend=backend, dynamic=None, options=options)

@@ -38,8 +38,8 @@ from aeqa_model.io import InputError, OutputError, atomic_open
 from aeqa_model.models.base import LossTerm, total_loss
 from aeqa_model.models.build import build_model, describe_nonfinite, model_payload, nonfinite_entries
 # RERUN_EXIT_CODE and TrainingDiverged are also imported from here (the trainer's API)
-from aeqa_model.train.runtime import (RERUN_EXIT_CODE, SignalFlag, TrainingDiverged, amp_dtype, seed_everything,
-                                     start_processes)
+from aeqa_model.train.runtime import (RERUN_EXIT_CODE, SignalFlag, TrainingDiverged, amp_dtype,
+                                     compile_training_step, compile_wanted, seed_everything, start_processes)
 from aeqa_model.train.checkpoint import CheckpointManager, rng_restore, rng_snapshot, rng_state, setup_fingerprint
 from aeqa_model.train.schedule import inverse_sqrt_lr
 from aeqa_model.train.settings import DEFAULTS, TrainingSettings, averaging_problem, spec_value, update_freq
@@ -70,38 +70,6 @@ def check_target_codes(model, train: ParallelCorpus, valid: ParallelCorpus | Non
         if wants and len(corpus.codes.tokens) and int(corpus.codes.tokens.max()) >= model.sqs.num_codes:
             raise InputError(f"{corpus.codes.prefix}.bin: code {int(corpus.codes.tokens.max())} is outside the "
                              f"model's codebook of {model.sqs.num_codes}; the codes were made for another K")
-
-
-def compile_wanted(setting, device: torch.device) -> bool:
-    """Whether the ``compile`` setting compiles the training step on ``device``: ``auto``
-    on CUDA only (on a CPU the compile time is rarely won back, and CPU runs stay the
-    eager reference), else as set."""
-    if setting == "auto":
-        return device.type == "cuda"
-    return setting is True
-
-
-def compile_training_step(model: torch.nn.Module, backend: str = "inductor") -> None:
-    """Compile ``model``'s ``__call__`` (its ``forward``: the named losses as plain
-    (value, weight) pairs) in place. In place, not a wrapper: the module, its
-    parameters and its ``state_dict`` keys stay those of the eager model (no
-    ``_orig_mod.`` prefix in checkpoints), DDP wraps it as before, and the other
-    entry points (``losses`` for validation, the decoders) stay eager.
-
-    Shapes: ``dynamic=None``, torch's automatic dynamic shapes. The batch size changes
-    with every token batch (it cannot be padded: empty rows would count in the losses
-    that average over sentences), so after the first recompile it is symbolic; the widths
-    come padded to few values (``pad_to_multiple``), which bounds what must stay
-    specialised: DAT's alignment loop runs over the target width in Python, and sizes
-    read back with ``int()`` (CTC's and DAT's decoder lengths) start new graphs.
-
-    Randomness: inductor's ``fallback_random`` keeps torch's own generator for dropout
-    and the glancing draws instead of inductor's fused ones. The compiled step then
-    draws what the eager step draws, GLAT's "same dropout masks in both passes"
-    (models/glancing.same_dropout) still holds, and the generator state a checkpoint
-    saves is the whole random state of the step."""
-    options = {"fallback_random": True} if backend == "inductor" else None
-    model.compile(backend=backend, dynamic=None, options=options)
 
 
 class Trainer:
