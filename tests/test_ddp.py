@@ -24,13 +24,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn_ddp(corpus_dir, out_dir, attempts: int = 3) -> None:
+def _spawn_ddp(corpus_dir, out_dir, attempts: int = 3, compiled: bool = False) -> None:
     """The two ranks, on a port that was free a moment ago. Another process on the
     machine (a parallel test run) may take it before rank 0's store listens on it:
     rank 0 then fails with EADDRINUSE at once, and this tries a new port."""
     for attempt in range(attempts):
         try:
-            mp.spawn(_worker, args=(2, _free_port(), str(corpus_dir), str(out_dir)), nprocs=2, join=True)
+            mp.spawn(_worker, args=(2, _free_port(), str(corpus_dir), str(out_dir), compiled), nprocs=2, join=True)
             return
         except mp.ProcessRaisedException as err:
             if "EADDRINUSE" not in str(err) or attempt == attempts - 1:
@@ -46,16 +46,21 @@ def _equal_token_halves(corpus: ParallelCorpus):
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def _worker(rank, world, port, corpus_dir, out_dir):
+def _worker(rank, world, port, corpus_dir, out_dir, compiled=False):
+    """One rank's gradients of its half; ``compiled``: the model compiled in place
+    (training.compile, aot_eager) before DDP wraps it, its batch padded as the trainer pads."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     d = Dictionary.load(f"{corpus_dir}/dict.txt")
     corpus = ParallelCorpus(f"{corpus_dir}/train.src", f"{corpus_dir}/train.tgt", d)
-    trainer = Trainer(MODEL, SPEC, d, corpus, None, f"{out_dir}/rank{rank}", seed=3, device="cpu",
-                      sizes=SIZES, log=lambda *_: None)
+    Trainer.COMPILE_BACKEND = "aot_eager"
+    trainer = Trainer(MODEL, dict(SPEC, compile=compiled), d, corpus, None, f"{out_dir}/rank{rank}", seed=3,
+                      device="cpu", sizes=SIZES, log=lambda *_: None)
+    assert trainer.ddp is not None and trainer.ddp.module is trainer.model
+    assert trainer.compiled == compiled and (trainer.model._compiled_call_impl is not None) == compiled
     halves = _equal_token_halves(corpus)
-    batch = corpus.batch(halves[rank])
+    batch = corpus.batch(halves[rank], trainer.pad_to_multiple)
     total_loss(trainer._forward(batch, 0)).backward()
     if rank == 0:
         torch.save({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None},
@@ -63,18 +68,22 @@ def _worker(rank, world, port, corpus_dir, out_dir):
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.timeout(180)
-def test_ddp_gradients_equal_single_process_on_joined_batch(corpus_dir, tmp_path):
-    _spawn_ddp(corpus_dir, tmp_path)
-    ddp = torch.load(tmp_path / "ddp_grads.pt")
-
+def single_process_gradients(corpus_dir, tmp_path) -> dict:
+    """The eager gradients of one process on the two halves joined."""
     d = Dictionary.load(corpus_dir / "dict.txt")
     corpus = ParallelCorpus(corpus_dir / "train.src", corpus_dir / "train.tgt", d)
     single = Trainer(MODEL, SPEC, d, corpus, None, tmp_path / "single", seed=3, device="cpu", sizes=SIZES,
                      log=lambda *_: None)
     first, second = _equal_token_halves(corpus)
     total_loss(single.model.losses(corpus.batch(first + second), 0)).backward()
-    grads = {n: p.grad for n, p in single.model.named_parameters() if p.grad is not None}
+    return {n: p.grad for n, p in single.model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.timeout(180)
+def test_ddp_gradients_equal_single_process_on_joined_batch(corpus_dir, tmp_path):
+    _spawn_ddp(corpus_dir, tmp_path)
+    ddp = torch.load(tmp_path / "ddp_grads.pt")
+    grads = single_process_gradients(corpus_dir, tmp_path)
     assert set(grads) == set(ddp)
     for name, grad in grads.items():
         torch.testing.assert_close(ddp[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -11,6 +11,7 @@ import yaml
 from aeqa_model import config as cfgmod
 from aeqa_model.io import InputError
 from aeqa_model.metrics.settings import DEFAULTS, checked, schema, spec_value
+from tests.test_training_settings import without_descriptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,12 +37,6 @@ PREVIOUS_SCHEMA = {
 }
 # Declared since (issue 27 item 3): batch-1 decoding also timed through graphs.
 PREVIOUS_SCHEMA["properties"]["speed_graphs"] = {"enum": ["none", "compile", "cuda_graphs", "auto"]}
-
-
-def without_descriptions(node):
-    if isinstance(node, dict):
-        return {k: without_descriptions(v) for k, v in node.items() if k != "description"}
-    return node
 
 
 def test_the_generated_schema_is_the_previous_one_and_the_config_uses_it():

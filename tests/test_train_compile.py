@@ -31,9 +31,9 @@ from aeqa_model.models.base import LossTerm, total_loss
 from aeqa_model.models.hostsync import force_sync_free
 from aeqa_model.models.transformer import TransformerConfig
 from aeqa_model.train.runtime import compile_training_step, compile_wanted
-from aeqa_model.train.trainer import RERUN_EXIT_CODE, Trainer
+from aeqa_model.train.trainer import Trainer
 from tests.conftest import make_pairs
-from tests.test_trainer import SIZES, SPEC, interrupt_at
+from tests.test_trainer import SIZES, SPEC, assert_resume_is_bit_identical
 
 # Dropout off where losses are compared across batch shapes: a dropout mask of another
 # shape is another random draw, whatever the model does with padding.
@@ -184,65 +184,23 @@ def test_the_default_trains_eager_and_unpadded_on_cpu(train_valid, dictionary, t
 def test_compiled_run_resumes_bit_identically(train_valid, dictionary, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "COMPILE_BACKEND", "aot_eager")
     torch._dynamo.reset()
-    full = _trainer(train_valid, dictionary, tmp_path / "full")
-    assert full.compiled and full.pad_to_multiple == 8
-    assert full.train() == 0
-
-    interrupted = interrupt_at(_trainer(train_valid, dictionary, tmp_path / "resumed"), 3)
-    assert interrupted.train() == RERUN_EXIT_CODE
+    interrupted = assert_resume_is_bit_identical(lambda out: _trainer(train_valid, dictionary, out), tmp_path,
+                                                 COMPILED["max_updates"])
+    assert interrupted.compiled and interrupted.pad_to_multiple == 8
     checkpoint = torch.load(tmp_path / "resumed" / "checkpoint_last.pt", weights_only=False)
     assert not [key for key in checkpoint["model"]["state_dict"] if "_orig_mod" in key]
-    torch.manual_seed(12345)  # a fresh process has other RNG state: resume must restore it
-    resumed = _trainer(train_valid, dictionary, tmp_path / "resumed")
-    assert resumed.train() == 0
-    assert resumed.state.update == COMPILED["max_updates"]
-    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(a, b), name
-
-
-def _compiled_ddp_worker(rank, world, port, corpus_dir, out_dir):
-    import os
-
-    from aeqa_model.data.batching import ParallelCorpus
-    from aeqa_model.data.dictionary import Dictionary
-    from tests import test_ddp
-
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    Trainer.COMPILE_BACKEND = "aot_eager"
-    d = Dictionary.load(f"{corpus_dir}/dict.txt")
-    corpus = ParallelCorpus(f"{corpus_dir}/train.src", f"{corpus_dir}/train.tgt", d)
-    trainer = Trainer(test_ddp.MODEL, dict(test_ddp.SPEC, compile=True), d, corpus, None, f"{out_dir}/rank{rank}",
-                      seed=3, device="cpu", sizes=test_ddp.SIZES, log=lambda *_: None)
-    assert trainer.ddp is not None and trainer.ddp.module is trainer.model
-    assert trainer.compiled and trainer.model._compiled_call_impl is not None
-    halves = test_ddp._equal_token_halves(corpus)
-    batch = corpus.batch(halves[rank], trainer.pad_to_multiple)
-    total_loss(trainer._forward(batch, 0)).backward()
-    if rank == 0:
-        torch.save({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None},
-                   f"{out_dir}/ddp_grads.pt")
-    torch.distributed.destroy_process_group()
 
 
 @pytest.mark.timeout(240)
-def test_compiled_model_under_ddp_gives_the_gradients_of_one_process(corpus_dir, tmp_path, monkeypatch):
+def test_compiled_model_under_ddp_gives_the_gradients_of_one_process(corpus_dir, tmp_path):
     """Two CPU processes (gloo), each with the model compiled in place and wrapped by DDP:
     the all-reduced gradients of the two padded halves are the eager gradients of one
     process on the joined batch (tests/test_ddp.py, compiled)."""
     from tests import test_ddp
 
-    monkeypatch.setattr(test_ddp, "_worker", _compiled_ddp_worker)
-    test_ddp._spawn_ddp(corpus_dir, tmp_path)
+    test_ddp._spawn_ddp(corpus_dir, tmp_path, compiled=True)
     ddp = torch.load(tmp_path / "ddp_grads.pt")
-    train = test_ddp.ParallelCorpus(corpus_dir / "train.src", corpus_dir / "train.tgt",
-                                    test_ddp.Dictionary.load(corpus_dir / "dict.txt"))
-    single = Trainer(test_ddp.MODEL, test_ddp.SPEC, train.dictionary, train, None, tmp_path / "single", seed=3,
-                     device="cpu", sizes=test_ddp.SIZES, log=lambda *_: None)
-    first, second = test_ddp._equal_token_halves(train)
-    total_loss(single.model.losses(train.batch(first + second), 0)).backward()
-    grads = {n: p.grad for n, p in single.model.named_parameters() if p.grad is not None}
+    grads = test_ddp.single_process_gradients(corpus_dir, tmp_path)
     assert set(grads) == set(ddp)
     for name, grad in grads.items():
         torch.testing.assert_close(ddp[name], grad, **LOOSE, msg=name)

@@ -59,19 +59,26 @@ def _interrupted_run(train_valid, dictionary, out, spec, at=2):
     assert interrupt_at(_trainer(train_valid, dictionary, out, spec), at).train() == RERUN_EXIT_CODE
 
 
-def test_resume_is_bit_identical(train_valid, dictionary, tmp_path):
-    full = _trainer(train_valid, dictionary, tmp_path / "full")
+def assert_resume_is_bit_identical(make_trainer, tmp_path, max_updates: int) -> Trainer:
+    """A run interrupted after update 3 and resumed ends with the weights of a run that
+    went straight through; ``make_trainer(out_dir)`` builds either. Returns the
+    interrupted trainer (its checkpoint is in ``tmp_path / "resumed"``)."""
+    full = make_trainer(tmp_path / "full")
     assert full.train() == 0
-
-    interrupted = interrupt_at(_trainer(train_valid, dictionary, tmp_path / "resumed"), 3)
+    interrupted = interrupt_at(make_trainer(tmp_path / "resumed"), 3)
     assert interrupted.train() == RERUN_EXIT_CODE
     assert interrupted.state.update == 3
     torch.manual_seed(12345)  # a fresh process has other RNG state: resume must restore it
-    resumed = _trainer(train_valid, dictionary, tmp_path / "resumed")
+    resumed = make_trainer(tmp_path / "resumed")
     assert resumed.train() == 0
-    assert resumed.state.update == SPEC["max_updates"]
+    assert resumed.state.update == max_updates
     for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(a, b), name
+    return interrupted
+
+
+def test_resume_is_bit_identical(train_valid, dictionary, tmp_path):
+    assert_resume_is_bit_identical(lambda out: _trainer(train_valid, dictionary, out), tmp_path, SPEC["max_updates"])
 
 
 def test_checkpoints_rotate_and_final_model_loads(train_valid, dictionary, tmp_path):
