@@ -51,7 +51,7 @@ from aeqa_model.pretrain_sqs.stage import (DEFAULT_SAVE_EVERY, Runtime, StageChe
                                            refuse_nonfinite, setup_runtime, stage_file, text_digest)
 from aeqa_model.train.checkpoint import save_checkpoint
 from aeqa_model.train.runtime import (DIVERGED_EXIT_CODE, RERUN_EXIT_CODE, SignalFlag, TrainingDiverged,
-                                     configure_logging)
+                                     configure_logging, stop_processes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +113,8 @@ def run(job: StageJob) -> int:
     except OSError as err:  # a full disk: one line naming the file, not a traceback
         print(f"error: {os_error_message(err)}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        stop_processes()
 
 
 def encoder_stage(spec, src, tgt, job: StageJob, run: StageRun, checkpoint_path, log) -> int:

@@ -24,7 +24,7 @@ from aeqa_model.io import EXIT_BAD_INPUT, EXIT_FAILED, InputError, os_error_mess
 from aeqa_model.models.build import describe_nonfinite, nonfinite_entries
 from aeqa_model.provenance import provenance
 from aeqa_model.train.checkpoint import save_checkpoint
-from aeqa_model.train.runtime import DIVERGED_EXIT_CODE, TrainingDiverged, configure_logging
+from aeqa_model.train.runtime import DIVERGED_EXIT_CODE, TrainingDiverged, configure_logging, stop_processes
 from aeqa_model.train.trainer import Trainer
 
 WRITE_FAILED_EXIT_CODE = EXIT_FAILED  # a file could not be written or read (a full disk); rerun once fixed
@@ -63,6 +63,8 @@ def main(argv=None) -> int:
         # outputs are atomic, so nothing half-written is left), not ~50 lines of traceback.
         print(f"error: {os_error_message(err)}", file=sys.stderr)
         return WRITE_FAILED_EXIT_CODE
+    finally:
+        stop_processes()
 
 
 def run_training(args) -> int:

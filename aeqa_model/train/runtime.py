@@ -72,6 +72,15 @@ def start_processes(device: str = "auto") -> tuple[torch.device, int, int]:
     return dev, rank, world
 
 
+def stop_processes() -> None:
+    """Tear the process group down before the interpreter exits. A gloo group left to the
+    interpreter's exit can abort a rank after the work is done ("terminate called without
+    an active exception", SIGABRT: seen once in CI, in the pre-alignment's two-process
+    test), which fails a job whose outputs were written."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def configure_logging(rank: int) -> None:
     """Under torchrun every rank runs the entry point; only rank 0 logs progress, the
     others only warnings and errors, tagged with their rank, so the job log holds
