@@ -20,9 +20,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from aeqa_model.io import InputError, OutputError, atomic_open, checksum_problem
+from aeqa_model.io import InputError, OutputError, atomic_open
 from aeqa_model.models.build import describe_nonfinite, nonfinite_entries
-from aeqa_model.train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from aeqa_model.train.checkpoint import read_checked, rng_state, save_checkpoint, set_rng_state
 from aeqa_model.train.runtime import RERUN_EXIT_CODE, SignalFlag, TrainingDiverged, amp_dtype, start_processes
 
 
@@ -140,15 +140,7 @@ class StageCheckpoint:
         if not self.path.exists():
             return None
         try:
-            damage = checksum_problem(self.path)
-            if damage:
-                raise ValueError(damage)
-            ckpt = torch.load(self.path, map_location="cpu", weights_only=False)
-            if not isinstance(ckpt, dict):
-                raise ValueError(f"a {type(ckpt).__name__}, not a checkpoint")
-            missing = set(self.REQUIRED + tuple(required)) - set(ckpt)
-            if missing:
-                raise ValueError(f"no {', '.join(sorted(missing))} in it")
+            ckpt = read_checked(self.path, sorted(set(self.REQUIRED + tuple(required))))
         except Exception as err:  # truncated, corrupt or foreign file
             raise InputError(
                 f"{self.path}: cannot resume from this checkpoint ({type(err).__name__}: {err}). Restore it "
@@ -301,15 +293,7 @@ def load_stage_output(path: str | Path, what: str, keys: tuple[str, ...], rule: 
     if not path.exists():
         raise InputError(f"{path}: {what} not found; run the {rule} rule first (snakemake {path})")
     try:
-        damage = checksum_problem(path)
-        if damage:
-            raise ValueError(damage)
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(payload, dict):
-            raise ValueError(f"a {type(payload).__name__}, not a {what} file")
-        missing = [k for k in keys if k not in payload]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)} in it")
+        payload = read_checked(path, keys, f"{what} file")
     except Exception as err:
         raise InputError(f"{path}: cannot load the {what} ({type(err).__name__}: {err}); delete it and rerun "
                          f"the {rule} rule") from None

@@ -75,6 +75,23 @@ def save_checkpoint(path: Path, payload: dict) -> None:
             raise cause from None
 
 
+def read_checked(path: Path, required, what: str = "checkpoint") -> dict:
+    """A file ``save_checkpoint`` wrote, read back checked: its records pass their CRCs
+    (a zeroed region would load without a word), it is a dict, it holds every key of
+    ``required``. Any problem raises (ValueError saying what is wrong, or torch's own
+    error for a truncated file); the callers name the file and the way out."""
+    damage = checksum_problem(path)
+    if damage:
+        raise ValueError(damage)
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict):
+        raise ValueError(f"a {type(payload).__name__}, not a {what}")
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} in it")
+    return payload
+
+
 # Training settings that only change when and how results are written (declared
 # ``resumable`` in train/settings.py): an interrupted run stays resumable across edits of
 # these, since the weights of every update are the same whatever they are. max_updates is
@@ -263,13 +280,7 @@ class CheckpointManager:
                 self.delivered_path.unlink(missing_ok=True)  # of a run whose checkpoints were deleted
             return None
         try:
-            damage = checksum_problem(self.last_path)
-            if damage:
-                raise ValueError(damage)
-            ckpt = torch.load(self.last_path, map_location="cpu", weights_only=False)
-            missing = {"model", "optimizer", "scaler", "state", "rng"} - set(ckpt)
-            if missing:
-                raise ValueError(f"no {', '.join(sorted(missing))} in it")
+            ckpt = read_checked(self.last_path, ("model", "optimizer", "rng", "scaler", "state"))
         except Exception as err:  # truncated, corrupt or foreign file
             # This trainer never leaves a torn checkpoint_last.pt (atomic writes); a bad one
             # was damaged or copied in from outside. Starting over silently would hide that.
