@@ -1,6 +1,7 @@
 """JSON schemas from declared settings: the one rule that turns a dataclass of declared
-fields (model options, models/options.py; training settings, train/settings.py) into
-the config schema's entries. Each field carries ``help``, ``choices`` and ``schema`` in
+fields (model options, models/options.py; training settings, train/settings.py; evaluate
+settings, metrics/settings.py; each recipe's options, data/recipes/) into the config
+schema's entries. Each field carries ``help``, ``choices`` and ``schema`` in
 its metadata; its type gives the JSON type unless ``choices`` list the values.
 """
 from __future__ import annotations
@@ -29,6 +30,21 @@ def from_values(cls, values, casts: dict):
     return cls(**{f.name: casts.get(hints[f.name], lambda value: value)(values[f.name] if f.name in values
                                                                          else f.default)
                   for f in fields(cls)})
+
+
+def declared_defaults(cls) -> dict:
+    """The declared default of every field that has one (the others are required)."""
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+def closed_schema(cls, require: bool = True) -> dict:
+    """The JSON schema of a mapping of ``cls``'s fields: closed (a typo is an unknown
+    key), each key's schema from :func:`field_schemas`, and (``require``) the fields
+    without a default required."""
+    schema = {"type": "object", "additionalProperties": False, "properties": field_schemas(cls)}
+    if require:
+        schema["required"] = [f.name for f in fields(cls) if f.default is MISSING]
+    return schema
 
 
 def field_schemas(cls) -> dict[str, dict]:

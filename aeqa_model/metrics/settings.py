@@ -22,10 +22,10 @@ workflow's start-up all read it without torch or sacrebleu.
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from typing import Mapping
 
-from aeqa_model.declared import declared, field_schemas
+from aeqa_model.declared import closed_schema, declared, declared_defaults
 from aeqa_model.io import InputError
 
 # sacrebleu's default SACREBLEU_SEED: the paired bootstrap resamples the same way
@@ -76,16 +76,14 @@ class EvaluateSettings:
 
 
 # The defaults as a config writes them (JSON: a list, not the field's immutable tuple).
-DEFAULTS = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
-            for f in fields(EvaluateSettings) if f.default is not MISSING}
+DEFAULTS = {name: list(value) if isinstance(value, tuple) else value
+            for name, value in declared_defaults(EvaluateSettings).items()}
 
 
 def schema() -> dict:
     """The JSON schema of the ``evaluate:`` section: closed (a typo is an unknown key), the
     keys without a default required, each key's schema from its declaration."""
-    required = [f.name for f in fields(EvaluateSettings) if f.default is MISSING]
-    return {"type": "object", "additionalProperties": False, "required": required,
-            "properties": field_schemas(EvaluateSettings)}
+    return closed_schema(EvaluateSettings)
 
 
 def spec_value(spec: Mapping, key: str):
@@ -103,8 +101,7 @@ def checked(spec) -> dict:
         raise InputError(f"the evaluate settings must be a JSON object (the evaluate: config section), "
                          f"got {type(spec).__name__}")
     merged = {**DEFAULTS, **spec}
-    rules = schema()
-    rules["required"] = []
+    rules = closed_schema(EvaluateSettings, require=False)
     problems = []
     for err in jsonschema.Draft202012Validator(rules).iter_errors(merged):
         key = ".".join(str(part) for part in err.absolute_path)

@@ -40,7 +40,7 @@ import math
 from dataclasses import MISSING, dataclass, fields
 from typing import Mapping
 
-from aeqa_model.declared import declared, field_schemas, from_values
+from aeqa_model.declared import closed_schema, declared, declared_defaults, from_values
 from aeqa_model.io import InputError
 
 # How a value of a field's type is read from a spec (as the trainer always did: int(),
@@ -139,7 +139,7 @@ class TrainingSettings:
     @classmethod
     def defaults(cls) -> dict:
         """The declared default of every key that has one (not the required ones)."""
-        return {f.name: f.default for f in fields(cls) if not f.metadata["required"]}
+        return declared_defaults(cls)
 
 
 def resumable_keys() -> set[str]:
@@ -157,7 +157,7 @@ def schema() -> dict:
     closed (a typo is an unknown key), each key's schema from its type or choices, refined
     by its ``schema`` keywords, its help line as the description. No key is required in
     it (module docstring)."""
-    return {"type": "object", "additionalProperties": False, "properties": field_schemas(TrainingSettings)}
+    return closed_schema(TrainingSettings, require=False)
 
 
 DEFAULTS = TrainingSettings.defaults()

@@ -13,11 +13,11 @@ import os
 import random
 import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from dataclasses import MISSING, dataclass, fields
 from typing import Callable, Mapping, NamedTuple, Sequence
 
-from aeqa_model.declared import declared, field_schemas, from_values
+from aeqa_model.declared import closed_schema, declared, from_values
 from aeqa_model.io import InputError, write_lines
 
 SPLITS = ("train", "valid", "test")
@@ -51,20 +51,12 @@ class HeldOutOptions:
     split_seed: int = declared(1, "seed of the shuffle that cuts valid / test / train", schema={"minimum": 0})
 
 
-def options_schema(options) -> dict:
-    """The JSON schema of a recipe's ``recipe_options`` from its declared ``options``
-    dataclass: closed, its fields without a default required."""
-    return {"type": "object", "additionalProperties": False,
-            "required": [f.name for f in fields(options) if f.default is MISSING],
-            "properties": field_schemas(options)}
-
-
 def option_problems(options, recipe: str, where: str, values) -> list[str]:
     """Why ``values`` (a dataset's ``recipe_options``, at config path ``where``) are not
     valid options of ``recipe`` (declared in ``options``): one line each, naming the key."""
     import jsonschema
 
-    rules = options_schema(options)
+    rules = closed_schema(options)
     problems = []
     for err in jsonschema.Draft202012Validator(rules).iter_errors({} if values is None else values):
         key = ".".join([where, *map(str, err.absolute_path)])
