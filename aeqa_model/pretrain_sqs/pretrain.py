@@ -180,8 +180,11 @@ def align_stage(spec, src, tgt, job: StageJob, run: StageRun, checkpoint_path, l
                          f"({rt.world}); set it to {rt.world} or more")
     settings = {"seed": job.seed, "codebook_size": job.codebook_size, "dim": job.dim,
                 "corpus": text_digest(src, tgt)}
+    # align()'s arguments after the encoder and the pairs, the same for either encoder
+    alignment = (job.codebook_size, job.dim, int(spec["align_updates"]), float(spec.get("alpha", 0.5)),
+                 float(spec.get("ema_decay", 0.99)), float(spec["lr"]), batch_size, job.seed, log, run)
     if spec.get("encoder", "embedded") == "mbart":
-        return run_mbart(spec, src, tgt, job, run, checkpoint_path, settings, log)
+        return run_mbart(spec, src, tgt, job, run, checkpoint_path, settings, log, alignment)
     encoder_path = Path(job.encoder_out)
     payload = load_encoder(encoder_path)
     spm_path = Path(payload["spm"])
@@ -201,9 +204,7 @@ def align_stage(spec, src, tgt, job: StageJob, run: StageRun, checkpoint_path, l
                                                                   **settings), rt, log)
     run.resume = run.checkpoint.load(required=("net", "quantizer"))
     weight = float(spec.get("align_denoise_weight", 0.0))
-    result = align(encoder.model.encoder, lambda module, ids: module(ids), encoder.dim, pairs, job.codebook_size,
-                   job.dim, int(spec["align_updates"]), float(spec.get("alpha", 0.5)),
-                   float(spec.get("ema_decay", 0.99)), float(spec["lr"]), batch_size, job.seed, log, run,
+    result = align(encoder.model.encoder, lambda module, ids: module(ids), encoder.dim, pairs, *alignment,
                    denoiser=DenoiseNet(encoder.model), denoise_weight=weight)
     if result is None:
         return RERUN_EXIT_CODE
@@ -212,7 +213,8 @@ def align_stage(spec, src, tgt, job: StageJob, run: StageRun, checkpoint_path, l
     return finish(*result, job, "embedded", run, aligned=aligned)
 
 
-def run_mbart(spec, src, tgt, job: StageJob, run: StageRun, checkpoint_path, settings: dict, log) -> int:
+def run_mbart(spec, src, tgt, job: StageJob, run: StageRun, checkpoint_path, settings: dict, log,
+              alignment: tuple) -> int:
     """Align with a real mBART encoder (transformers) loaded from a local directory."""
     try:
         from transformers import MBartModel, MBartTokenizer
@@ -240,9 +242,7 @@ def run_mbart(spec, src, tgt, job: StageJob, run: StageRun, checkpoint_path, set
     run.checkpoint = StageCheckpoint(checkpoint_path, fingerprint("align", spec, mbart=str(path), **settings),
                                      run.rt, log)
     run.resume = run.checkpoint.load(required=("net", "quantizer"))
-    result = align(mbart, encode, mbart.config.d_model, pairs, job.codebook_size, job.dim,
-                   int(spec["align_updates"]), float(spec.get("alpha", 0.5)), float(spec.get("ema_decay", 0.99)),
-                   float(spec["lr"]), int(spec.get("batch_size", 32)), job.seed, log, run, find_unused=True)
+    result = align(mbart, encode, mbart.config.d_model, pairs, *alignment, find_unused=True)
     if result is None:
         return RERUN_EXIT_CODE
     aligned = {"kind": "mbart", "state_dict": mbart.state_dict(), "mbart_path": str(path)}
