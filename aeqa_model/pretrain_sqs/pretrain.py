@@ -31,7 +31,6 @@ How it runs (as training does, issue 15):
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
