@@ -47,6 +47,23 @@ def test_the_at_is_1x_over_itself_by_construction(tmp_path, corpus_dir, dictiona
     assert code == 0
     timing = json.loads(speed.read_text())
     assert timing["speedup"] == 1.0 and timing["at_latency_ms_per_sentence"] == timing["latency_ms_per_sentence"]
+    # As the decode rule runs it: the config's beam4 spells out lenpen 1.0, and the rule
+    # leaves --speed-reference-decoding at its default; the demo's AT cell read 0.99x.
+    code = main(["--model", str(at), "--dict", str(corpus_dir / "dict.txt"),
+                 "--src-prefix", str(corpus_dir / "valid.src"), "--tgt-prefix", str(corpus_dir / "valid.tgt"),
+                 "--decoding", json.dumps({**beam, "lenpen": 1.0}), "--tgt-lang", "en",
+                 "--out-tok", str(tmp_path / "hyp.tok"), "--speed-out", str(speed), "--speed-reference", str(at),
+                 "--speed-subset", "3", "--speed-warmup", "0", "--device", "cpu"])
+    assert code == 0 and json.loads(speed.read_text())["speedup"] == 1.0
+
+
+def test_same_decoding_fills_the_strategy_defaults():
+    from aeqa_model.decode import same_decoding
+
+    assert same_decoding({"strategy": "beam", "beam": 4, "lenpen": 1.0}, {"strategy": "beam", "beam": 4})
+    assert not same_decoding({"strategy": "beam", "beam": 4, "lenpen": 0.6}, {"strategy": "beam", "beam": 4})
+    assert not same_decoding({"strategy": "beam", "beam": 5}, {"strategy": "beam", "beam": 4})
+    assert not same_decoding({"strategy": "greedy"}, {"strategy": "beam", "beam": 1})
 
 
 def test_side_by_side_timing_alternates_item_by_item_and_takes_the_median_round():

@@ -7,6 +7,7 @@ specials). Each strategy is one entry of STRATEGIES: its function and its option
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -95,6 +96,23 @@ def strategy_fn(name: str):
         raise KeyError(f"unknown decoding strategy {name!r}; known: {sorted(STRATEGIES)}")
     module, fn = STRATEGIES[name].function.split(":")
     return getattr(importlib.import_module(module), fn)
+
+
+def same_decoding(a: dict, b: dict) -> bool:
+    """Whether two decoding entries run the same search: the same strategy, and the same
+    options once those left at their strategy function's keyword default are filled in
+    (``{beam: 4, lenpen: 1.0}`` is ``{beam: 4}``). An option the function only forwards
+    (``**options``) counts as written, so this may say no to an equal pair, never yes to
+    two different ones."""
+    if a.get("strategy") != b.get("strategy") or a.get("strategy") not in STRATEGIES:
+        return False
+    defaults = {name: p.default for name, p in inspect.signature(strategy_fn(a["strategy"])).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+    def filled(decoding: dict) -> dict:
+        return {**defaults, **decoding}
+
+    return filled(a) == filled(b)
 
 
 def max_positions(model) -> int:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from aeqa_model.data.batching import ParallelCorpus
 from aeqa_model.data.bpe import remove_bpe
 from aeqa_model.data.dictionary import Dictionary
-from aeqa_model.decode import check_decoding, generate
+from aeqa_model.decode import check_decoding, generate, same_decoding
 from aeqa_model.decode.graphs import SPEED_GRAPHS, GraphedDecoding, resolve_mode
 from aeqa_model.decode.timing import interleaved_items, sync
 from aeqa_model.device import pick_device
@@ -265,7 +265,7 @@ def run_decode(args) -> int:
         ref_decoding = json.loads(args.speed_reference_decoding)
         # The AT's own cell: its speed-up over itself is 1.0 by construction, not the
         # ratio of two timings of one model (which read 1.54x once on a loaded machine).
-        itself = (reference is not None and decoding == ref_decoding
+        itself = (reference is not None and same_decoding(decoding, ref_decoding)
                   and Path(args.model).resolve() == Path(args.speed_reference).resolve())
         timed_reference = reference.to(device) if reference is not None and not itself else None
         speed = time_batch1(model, corpus, subset, decoding, device, args.speed_warmup, teacher=teacher,
